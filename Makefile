@@ -1,0 +1,50 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up from nothing and are idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STQA := $(VENV)/bin/stqa
+CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
+
+.PHONY: all setup build test lint demo model bench proto clean
+
+all: test
+
+# 1. The environment: torch pinned to the local CPU wheel (constraints.txt), build tools, runtime and test deps.
+$(VENV)/.deps: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0 "scikit-build-core>=1.0" "pybind11>=2.12" ninja
+	$(PIP) install -q -c constraints.txt -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(d['dependencies']+d['optional-dependencies']['test']))")
+	touch $@
+
+# 2. The package and its C++ extension, built against that torch (no build isolation: it would fetch another torch).
+$(VENV)/.built: $(VENV)/.deps $(CSRC)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.built
+
+build: $(VENV)/.built
+
+test: $(VENV)/.built
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q tests
+
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check .
+
+proto: $(VENV)/.deps
+	$(PY) scripts/gen_proto.py
+
+demo: $(VENV)/.built
+	$(PY) scripts/demo.py
+
+model: $(VENV)/.built
+	$(STQA) train --preset synthetic --out stqa/assets/default
+
+bench: $(VENV)/.built
+	$(PY) benchmarks/bench_ops.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

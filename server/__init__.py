@@ -1,0 +1,1 @@
+"""The stqa gRPC inference service (installed as ``stqa.server``)."""
