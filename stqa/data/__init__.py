@@ -1,0 +1,1 @@
+"""TGIF-QA annotations, the synthetic benchmark, feature stores and datasets."""

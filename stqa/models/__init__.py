@@ -1,0 +1,1 @@
+"""Visual backbones and the ST-VQA model."""

@@ -1,0 +1,1 @@
+"""Video decoding (PyAV), the shared frame-sampling rule and frame transforms."""
