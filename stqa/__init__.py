@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (the extension links against torch; it must be loaded first)
 
-from stqa import _C
+from stqa import _C, nn, ops  # noqa: E402,F401  (registers the op's fake kernels and autograd)
 
 __version__: str = _C.build_info()["version"]
 

@@ -1,0 +1,59 @@
+// C++ entry points of the fused attention-pooling op (schema and dispatch in attention_pool.cpp).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+
+#include <array>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+namespace stqa::ops {
+
+// Score modes of the `str score` schema argument.
+enum class ScoreMode : int { kAdditive = 0, kDot = 1, kCosine = 2 };
+
+// Parses "additive" | "dot" | "cosine"; throws c10::Error naming the argument otherwise.
+ScoreMode parse_score_mode(std::string_view score);
+
+// Norms below this are clamped in cosine scores (as torch.nn.functional.cosine_similarity does).
+inline constexpr double kCosineEps = 1e-8;
+
+// (pooled [B,R,C], weights [B,R,L]); see stqa/ops/attention_pool.py for the semantics.
+std::tuple<at::Tensor, at::Tensor> attention_pool(
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
+    c10::string_view score,
+    double scale);
+
+namespace detail {
+
+// (d_values, d_keys, d_query, d_weight); entries whose output_mask flag is false are empty tensors.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_backward(
+    const at::Tensor& grad_pooled,
+    const at::Tensor& grad_weights,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
+    c10::string_view score,
+    double scale,
+    std::array<bool, 4> output_mask);
+
+// Shape/dtype/device checks shared by the CPU and CUDA kernels (the Python wrapper checks first,
+// with friendlier errors; these guard direct torch.ops calls).
+void check_inputs(
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
+    ScoreMode mode);
+
+}  // namespace detail
+}  // namespace stqa::ops
