@@ -1,0 +1,333 @@
+"""TGIF-QA annotations: the official files as they are, the official tokenizer, vocabularies, val split.
+
+The official files ``{Train,Test,Total}_{count,action,transition,frameqa}_question.csv`` are
+tab-separated despite their name, with a header line and CRLF line endings. They are read
+unmodified. Two fields in ``Test_transition_question.csv`` are CSV-quoted (a candidate
+written ``respond "no"`` in quotes with doubled inner quotes); they are unquoted exactly as the official pandas loader does.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
+SPLITS: tuple[str, ...] = ("train", "test", "total")
+FRAMEQA_TYPES: tuple[str, ...] = ("object", "number", "color", "location")  # `type` column 0..3
+NUM_CANDIDATES = 5
+
+_HEADERS: dict[str, tuple[str, ...]] = {
+    "count": ("gif_name", "question", "answer", "vid_id", "key"),
+    "action": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
+    "transition": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
+    "frameqa": ("gif_name", "question", "answer", "type", "vid_id", "key", "description"),
+}
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One TGIF-QA question.
+
+    ``answer``: 0-based candidate index (action, transition), the raw count (count; 0 is kept, the
+    model side maps it to 1), or the answer word (frameqa). ``key`` is the integer GIF id shared by
+    all tasks and used as the feature-file key.
+    """
+
+    task: str
+    qid: str
+    key: int
+    gif_name: str
+    question: str
+    answer: int | str
+    candidates: tuple[str, ...] = ()
+    answer_type: str | None = None
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return self.task in ("action", "transition")
+
+
+def annotation_filename(task: str, split: str) -> str:
+    """Official file name, e.g. ``Train_count_question.csv``."""
+    _check_task(task)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return f"{split.capitalize()}_{task}_question.csv"
+
+
+def load(root: str | os.PathLike, task: str, split: str) -> list[QARecord]:
+    """Read ``<root>/<Split>_<task>_question.csv`` into records, in file order."""
+    name = annotation_filename(task, split)
+    path = Path(root) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"TGIF-QA annotation file not found: {path} (expected the official file "
+                                f"{name!r} in {Path(root)})")
+    expected = _HEADERS[task]
+    records: list[QARecord] = []
+    # newline="" lets the csv module own the CRLF handling; default quoting unquotes the two quoted
+    # transition fields the way pandas (the official loader) does.
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}:1: empty file, expected the header {' '.join(expected)!r}")
+        if tuple(header) != expected:
+            raise ValueError(f"{path}:1: wrong header for task {task!r}: got {header!r}, "
+                             f"expected {list(expected)!r}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not row:
+                raise ValueError(f"{where}: empty line")
+            if len(row) != len(expected):
+                raise ValueError(f"{where}: expected {len(expected)} tab-separated fields, got {len(row)}")
+            records.append(_parse_row(task, dict(zip(expected, row, strict=True)), where))
+    return records
+
+
+def _parse_row(task: str, f: dict[str, str], where: str) -> QARecord:
+    key = _int_field(f, "key", where)
+    for name in ("gif_name", "question", "vid_id"):
+        if not f[name].strip():
+            raise ValueError(f"{where}: empty {name!r}")
+    if task in ("action", "transition"):
+        answer: int | str = _int_field(f, "answer", where)
+        if not 0 <= answer < NUM_CANDIDATES:
+            raise ValueError(f"{where}: answer index {answer} out of range 0..{NUM_CANDIDATES - 1}")
+        candidates = tuple(f[f"a{i}"] for i in range(1, NUM_CANDIDATES + 1))
+        return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer, candidates)
+    if task == "count":
+        answer = _int_field(f, "answer", where)
+        if answer < 0:
+            raise ValueError(f"{where}: negative count answer {answer}")
+        return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer)
+    type_index = _int_field(f, "type", where)
+    if not 0 <= type_index < len(FRAMEQA_TYPES):
+        raise ValueError(f"{where}: FrameQA type {type_index} out of range 0..{len(FRAMEQA_TYPES) - 1}")
+    if not f["answer"].strip():
+        raise ValueError(f"{where}: empty FrameQA answer")
+    return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], f["answer"],
+                    answer_type=FRAMEQA_TYPES[type_index])
+
+
+def _int_field(f: dict[str, str], name: str, where: str) -> int:
+    try:
+        return int(f[name])
+    except ValueError:
+        raise ValueError(f"{where}: field {name!r} must be an integer, got {f[name]!r}") from None
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+# The official tokenizer (Kim's clean_str as modified in tgif-qa data_util.py), rule for rule. Quirks
+# kept on purpose so vocabularies match: "_" survives, and the replacement strings " \( ", " \) ",
+# " \? " keep their backslash, so the question mark token is the two characters "\?".
+_CLEAN_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"[^A-Za-z0-9(),!?\'\`(_____)]", " "),
+        (r"\'s", " 's"),
+        (r"\'ve", " 've"),
+        (r"n\'t", " n't"),
+        (r"\'re", " 're"),
+        (r"\'d", " 'd"),
+        (r"\'ll", " 'll"),
+        (r",", " , "),
+        (r"!", " ! "),
+        (r"\(", r" \( "),
+        (r"\)", r" \) "),
+        (r"\?", r" \? "),
+        (r"\s{2,}", " "),
+    )
+)
+
+
+def clean_str(text: str) -> str:
+    """The official ``clean_str`` (lower-cased)."""
+    for pattern, repl in _CLEAN_RULES:
+        text = pattern.sub(repl, text)
+    return text.strip().lower()
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokens as the official loader produces them: ``clean_str(text).split()``."""
+    return clean_str(text).split()
+
+
+def mc_texts(record: QARecord) -> list[str]:
+    """The five ``question + ' ' + candidate`` strings of a multiple-choice record (official encoding)."""
+    if not record.is_multiple_choice:
+        raise ValueError(f"mc_texts needs an action/transition record, got task {record.task!r} ({record.qid})")
+    return [f"{record.question} {candidate}" for candidate in record.candidates]
+
+
+class Vocab:
+    """String <-> index map with ``<pad>`` = 0 and ``<unk>`` = 1 (words, or FrameQA answers)."""
+
+    PAD = "<pad>"
+    UNK = "<unk>"
+    PAD_INDEX = 0
+    UNK_INDEX = 1
+
+    def __init__(self, itos: Sequence[str]):
+        itos = list(itos)
+        if itos[:2] != [self.PAD, self.UNK]:
+            raise ValueError(f"a Vocab must start with {self.PAD!r}, {self.UNK!r}; got {itos[:2]!r}")
+        stoi = {s: i for i, s in enumerate(itos)}
+        if len(stoi) != len(itos):
+            dup = [s for s, c in Counter(itos).items() if c > 1]
+            raise ValueError(f"duplicate entries in vocabulary: {dup[:5]!r}")
+        self.itos: list[str] = itos
+        self.stoi: dict[str, int] = stoi
+
+    @classmethod
+    def build(cls, items: Iterable[Sequence[str] | str], min_count: int = 1,
+              specials: Sequence[str] = ()) -> Vocab:
+        """From token lists (words) or plain strings (answers, one entry each).
+
+        Entries seen at least ``min_count`` times are kept, most frequent first, ties in
+        alphabetical order (deterministic). ``specials`` are reserved right after ``<pad>``/``<unk>``.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        counts: Counter[str] = Counter()
+        for item in items:
+            if isinstance(item, str):
+                counts[item] += 1
+            else:
+                counts.update(item)
+        reserved = [cls.PAD, cls.UNK, *specials]
+        words = sorted((w for w, c in counts.items() if c >= min_count and w not in reserved),
+                       key=lambda w: (-counts[w], w))
+        return cls(reserved + words)
+
+    def encode(self, tokens: str | Sequence[str]) -> int | list[int]:
+        """Index of one string (e.g. an answer), or indices of a token list; unknown -> ``<unk>`` (1)."""
+        if isinstance(tokens, str):
+            return self.stoi.get(tokens, self.UNK_INDEX)
+        return [self.stoi.get(t, self.UNK_INDEX) for t in tokens]
+
+    def decode(self, indices: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.stoi
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} entries)"
+
+    def to_dict(self) -> dict:
+        """JSON-able form (stored in checkpoints)."""
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocab:
+        if not isinstance(data, dict) or not isinstance(data.get("itos"), list):
+            raise ValueError("a serialised Vocab must be a dict with an 'itos' list")
+        return cls(data["itos"])
+
+
+def record_texts(record: QARecord) -> list[str]:
+    """The strings the official code builds the word vocabulary from, per task.
+
+    count: question; action/transition: question + the five candidates; frameqa: question +
+    answer (the official code also adds the caption ``description``, which the model never reads;
+    it is left out so the vocabulary holds only words a question or answer can contain).
+    """
+    if record.task == "count":
+        return [record.question]
+    if record.is_multiple_choice:
+        return [record.question, *record.candidates]
+    return [record.question, str(record.answer)]
+
+
+def build_word_vocab(train_records: Iterable[QARecord], min_count: int = 1,
+                     specials: Sequence[str] = ()) -> Vocab:
+    """Word vocabulary from **train** records only (test words become ``<unk>``)."""
+    return Vocab.build((tokenize(text) for r in train_records for text in record_texts(r)),
+                       min_count=min_count, specials=specials)
+
+
+def build_answer_vocab(train_records: Iterable[QARecord]) -> Vocab:
+    """FrameQA answer classes from **train** records only.
+
+    A test answer never seen in training encodes to ``<unk>`` (index 1), which no prediction can
+    match, so it always scores as wrong (the official code used train+test answers: 1,746 classes).
+    """
+    answers = []
+    for r in train_records:
+        if r.task != "frameqa":
+            raise ValueError(f"build_answer_vocab needs FrameQA records, got task {r.task!r} ({r.qid})")
+        answers.append(str(r.answer))
+    if not answers:
+        raise ValueError("build_answer_vocab: no FrameQA records given")
+    return Vocab.build(answers)
+
+
+# --- validation split ------------------------------------------------------------------------------
+
+SPLIT_FORMAT = "stqa-val-split/1"
+
+
+def _split_rank(seed: int, key: int) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def validation_keys(keys: Iterable[int], fraction: float = 0.1, seed: int = 0) -> frozenset[int]:
+    """``round(fraction * #keys)`` GIF keys, chosen by a seeded hash: depends only on the set of keys
+    and the seed (not on row order, numpy version or platform)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    unique = sorted(set(int(k) for k in keys))
+    n_val = int(round(fraction * len(unique)))
+    ranked = sorted(unique, key=lambda k: _split_rank(seed, k))
+    return frozenset(ranked[:n_val])
+
+
+def apply_split(records: Sequence[QARecord], val_keys: Iterable[int]) -> tuple[list[QARecord], list[QARecord]]:
+    """(train, val) records by GIF key, each in the input order."""
+    val = frozenset(int(k) for k in val_keys)
+    return [r for r in records if r.key not in val], [r for r in records if r.key in val]
+
+
+def split_validation(records: Sequence[QARecord], fraction: float = 0.1,
+                     seed: int = 0) -> tuple[list[QARecord], list[QARecord]]:
+    """Hold out a fixed, seeded ``fraction`` of the training GIFs (all questions of a GIF together)."""
+    return apply_split(records, validation_keys((r.key for r in records), fraction, seed))
+
+
+def save_split(path: str | os.PathLike, val_keys: Iterable[int], **meta) -> None:
+    """Write the validation GIF keys as JSON (plus optional metadata such as seed and fraction)."""
+    payload = {"format": SPLIT_FORMAT, **meta, "val_keys": sorted(int(k) for k in val_keys)}
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+def load_split(path: str | os.PathLike) -> frozenset[int]:
+    """The validation GIF keys stored by :func:`save_split`."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a JSON split file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != SPLIT_FORMAT:
+        raise ValueError(f"{path}: not a {SPLIT_FORMAT} file")
+    keys = payload.get("val_keys")
+    if not isinstance(keys, list) or not all(isinstance(k, int) for k in keys):
+        raise ValueError(f"{path}: 'val_keys' must be a list of integers")
+    return frozenset(keys)

@@ -1,0 +1,216 @@
+"""Visual backbones: frames ``[N, 3, H, W]`` -> channel-last feature maps ``[N, 7, 7, C]``.
+
+``resnet50/101/152`` are the torchvision ResNet (v1.5: stride on the 3x3 conv) defined here with
+torchvision's parameter names, so a torchvision-format ``state_dict`` loads with ``strict=True``; the
+output is ``layer4`` (ST-VQA's ``res5c``), 2048 x 7 x 7 for a 224 x 224 input. Their weights come
+from a local file only: nothing is downloaded. ``tiny`` is a small CNN for 112 x 112 frames that is
+trained jointly with the model on the synthetic benchmark (random init unless weights are given).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """Common interface: ``name``, ``out_channels`` (C), ``input_size`` (square frame side),
+    ``weights_path`` / ``weights_hash`` (sha256 of the loaded file, None for random init)."""
+
+    name: str = ""
+    out_channels: int = 0
+    input_size: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights_path: str | None = None
+        self.weights_hash: str | None = None
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel-first maps ``[N, C, h, w]``; subclasses implement it."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected frames [N, 3, H, W], got {list(x.shape)}")
+        return self.feature_maps(x).permute(0, 2, 3, 1).contiguous()
+
+    @staticmethod
+    def pooled(maps: torch.Tensor) -> torch.Tensor:
+        """Mean over the spatial grid: ``[N, h, w, C]`` -> ``[N, C]`` (ResNet ``pool5`` for resnets)."""
+        if maps.dim() != 4:
+            raise ValueError(f"expected channel-last maps [N, h, w, C], got {list(maps.shape)}")
+        return maps.mean(dim=(1, 2))
+
+
+# --- ResNet (torchvision layout) -------------------------------------------------------------------
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (expansion 4, stride on conv2), same attribute names."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        width = planes
+        self.conv1 = nn.Conv2d(inplanes, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNetBackbone(Backbone):
+    """torchvision ResNet with ``fc`` kept (so full ImageNet state_dicts load strictly) but unused."""
+
+    input_size = 224
+    out_channels = 2048
+
+    def __init__(self, name: str, layers: tuple[int, int, int, int], num_classes: int = 1000):
+        super().__init__()
+        self.name = name
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+# --- tiny CNN --------------------------------------------------------------------------------------
+
+
+class TinyBackbone(Backbone):
+    """Five conv-BN-ReLU stages, four with stride 2: 112 x 112 -> 7 x 7 x 128 (~0.2 M parameters)."""
+
+    name = "tiny"
+    input_size = 112
+    out_channels = 128
+
+    def __init__(self, widths: tuple[int, ...] = (32, 48, 64, 96, 128), strides: tuple[int, ...] = (2, 2, 2, 2, 1)):
+        super().__init__()
+        stages: list[nn.Module] = []
+        cin = 3
+        for cout, stride in zip(widths, strides, strict=True):
+            stages += [nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*stages)
+        self.out_channels = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+# --- registry and weights --------------------------------------------------------------------------
+
+BACKBONES: dict[str, Callable[[], Backbone]] = {
+    "resnet50": lambda: ResNetBackbone("resnet50", (3, 4, 6, 3)),
+    "resnet101": lambda: ResNetBackbone("resnet101", (3, 4, 23, 3)),
+    "resnet152": lambda: ResNetBackbone("resnet152", (3, 8, 36, 3)),
+    "tiny": TinyBackbone,
+}
+# Backbones that are meaningless with random weights (frozen feature extractors).
+NEEDS_WEIGHTS: frozenset[str] = frozenset({"resnet50", "resnet101", "resnet152"})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from ``.safetensors`` or a torch file (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types; the message is what matters
+        raise ValueError(f"{path}: cannot read as a torch state_dict ({exc})") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
+    return obj
+
+
+def load_weights(backbone: Backbone, path: str | os.PathLike) -> Backbone:
+    """Load a state_dict file into ``backbone`` strictly and record its path and sha256."""
+    state = read_state_dict(path)
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
+        detail = str(exc).splitlines()
+        raise ValueError(f"{path}: not a {backbone.name} state_dict in torchvision format: "
+                         f"{' '.join(line.strip() for line in detail[:4])[:600]}") from None
+    backbone.weights_path = os.fspath(path)
+    backbone.weights_hash = file_sha256(path)
+    return backbone
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backbone:
+    """Construct a registered backbone, loading ``weights`` (a local state_dict file) if given."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+    if weights is None and name in NEEDS_WEIGHTS:
+        raise ValueError(f"{name} needs --weights PATH to a torchvision-format state_dict "
+                         f"(.pth or .safetensors); nothing is downloaded")
+    backbone = BACKBONES[name]()
+    if weights is not None:
+        load_weights(backbone, weights)
+    return backbone

@@ -1,0 +1,330 @@
+"""Decode GIF / MP4 / WebM / AVI with PyAV under explicit resource limits.
+
+Used by ``stqa extract`` (trusted-ish files) and the server (untrusted uploads), so every limit is
+checked as early as the information is available: the byte size before opening, the frame size
+from the stream header before decoding, the frame count, duration and wall time while decoding.
+Zero-frame, truncated or non-video input raises :class:`CorruptVideo` / :class:`EmptyVideo`;
+nothing is ever returned as an empty or zero-filled clip.
+
+Memory: the number of frames of a GIF is only known after decoding it (GIF seeking restarts from
+the first frame), so the sampled indices are not known up front either. The first pass keeps the
+decoded ``av.VideoFrame`` objects (not RGB copies) while their total size stays under
+``_KEEP_BUDGET_BYTES``; short clips (all of TGIF, typically) therefore decode once and only the
+sampled frames are converted to RGB. Once a clip outgrows the budget, the kept frames are dropped,
+the first pass only counts, and a second pass decodes again and converts just the sampled frames.
+Peak memory is thus bounded by the budget plus ``num_frames`` RGB frames, whatever the length.
+
+Thread safety: each call opens its own container on its own copy of the bytes and shares no state,
+so calls may run concurrently (the server uses a thread pool). The wall-time limit is checked
+between frames; a single frame that hangs inside FFmpeg cannot be interrupted in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+
+import av
+import av.error
+import numpy as np
+
+from stqa.video.sampling import POLICIES, sample_indices
+
+# Decoded frames kept during the first pass before switching to count-then-decode-again.
+_KEEP_BUDGET_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Resource limits for one decode; every field is configurable.
+
+    ``max_pixels`` bounds width x height of a frame (default 4096 x 4096). ``allowed_formats`` are
+    FFmpeg demuxer names; anything else (still images, audio, subtitles, ...) is rejected.
+    """
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    max_frames: int = 10_000
+    max_duration_s: float = 600.0
+    decode_timeout_s: float = 30.0
+    allowed_formats: tuple[str, ...] = ("gif", "mp4", "mov", "webm", "matroska", "avi")
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"VideoLimits.{name} must be a positive number, got {value!r}")
+
+
+class VideoError(ValueError):
+    """Base class: the input cannot be turned into frames (the caller's input is at fault)."""
+
+
+class VideoTooLarge(VideoError):
+    """The encoded input has more bytes than ``VideoLimits.max_bytes``."""
+
+
+class FrameTooLarge(VideoError):
+    """Frames have more pixels than ``VideoLimits.max_pixels``."""
+
+
+class TooManyFrames(VideoError):
+    """The video has more frames than ``VideoLimits.max_frames``."""
+
+
+class VideoTooLong(VideoError):
+    """The video lasts longer than ``VideoLimits.max_duration_s``."""
+
+
+class DecodeTimeout(VideoError):
+    """Decoding took longer than ``VideoLimits.decode_timeout_s``."""
+
+
+class EmptyVideo(VideoError):
+    """A readable video stream with zero decodable frames."""
+
+
+class CorruptVideo(VideoError):
+    """Truncated, garbage, non-video input, or no video stream."""
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedVideo:
+    """Sampled RGB frames of one video and what was learned while decoding it."""
+
+    frames: np.ndarray  # uint8 [t, H, W, 3], t = len(indices)
+    indices: np.ndarray  # int64 [t], positions of the kept frames among all decoded frames
+    n_frames: int  # frames decoded in total
+    width: int
+    height: int
+    fps: float | None = field(default=None)
+
+
+def decode_video(
+    source: str | os.PathLike | bytes | bytearray | memoryview,
+    num_frames: int | None = None,
+    *,
+    limits: VideoLimits = VideoLimits(),  # noqa: B008  (frozen, immutable default)
+    policy: str = "uniform",
+) -> DecodedVideo:
+    """Decode a video from a path or from bytes and keep the frames chosen by the sampling rule.
+
+    With ``num_frames=T`` the kept frames are ``sample_indices(n_frames, T, policy)`` (all frames
+    when ``n_frames <= T``); with ``num_frames=None`` every frame is kept (small clips only: memory
+    grows with the clip). Raises a :class:`VideoError` subclass naming the violated limit or the
+    defect, ``FileNotFoundError`` for a missing path.
+    """
+    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int)
+                                   or num_frames < 1):
+        raise ValueError(f"num_frames must be a positive integer or None, got {num_frames!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown sampling policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    deadline = time.monotonic() + limits.decode_timeout_s
+    data, label = _read_source(source, limits)
+
+    first = _decode_pass(data, label, limits, deadline, keep="all" if num_frames is None else "budget")
+    n = first.n_frames
+    if num_frames is None:
+        indices = np.arange(n, dtype=np.int64)
+        frames = np.stack(first.rgb) if first.rgb else None
+    else:
+        indices = sample_indices(n, num_frames, policy)
+        if first.kept is not None:
+            frames = np.stack([first.kept[i].to_ndarray(format="rgb24") for i in indices])
+        else:
+            second = _decode_pass(data, label, limits, deadline, keep=indices)
+            if second.n_frames != n:
+                raise CorruptVideo(f"{label}: decoding is not repeatable ({n} frames on the first pass, "
+                                   f"{second.n_frames} on the second)")
+            frames = np.stack(second.rgb)
+    if frames is None or len(frames) != len(indices):  # defensive: would mean a bookkeeping bug
+        raise CorruptVideo(f"{label}: could not collect the sampled frames")
+    return DecodedVideo(frames=frames, indices=indices, n_frames=n, width=first.width,
+                        height=first.height, fps=first.fps)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    n_frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float | None = None
+    kept: list | None = None  # av.VideoFrame objects (first pass, while under budget)
+    rgb: list = field(default_factory=list)  # converted frames (all, or the requested indices)
+
+
+def _read_source(source, limits: VideoLimits) -> tuple[bytes, str]:
+    """The whole encoded input as bytes, size-checked before anything is parsed."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        size = memoryview(source).nbytes
+        label = "<bytes>"
+        if size > limits.max_bytes:
+            raise VideoTooLarge(f"{label}: video is {size} bytes, over the limit max_bytes={limits.max_bytes}")
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        label = os.fspath(source)
+        size = os.stat(label).st_size  # FileNotFoundError names the path
+        if size > limits.max_bytes:
+            raise VideoTooLarge(f"{label}: video is {size} bytes, over the limit max_bytes={limits.max_bytes}")
+        with open(label, "rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:  # grew since stat
+            raise VideoTooLarge(f"{label}: video is over {limits.max_bytes} bytes (max_bytes)")
+    else:
+        raise TypeError(f"source must be a path or bytes, got {type(source).__name__}")
+    if not data:
+        raise CorruptVideo(f"{label}: empty input (0 bytes)")
+    return data, label
+
+
+def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, keep) -> _Pass:
+    """One front-to-back decode. ``keep``: "all" (convert every frame), "budget" (keep frame
+    objects while under budget) or an index array (convert those frames only)."""
+    result = _Pass()
+    wanted = None
+    keep_all = isinstance(keep, str) and keep == "all"
+    if isinstance(keep, np.ndarray):
+        wanted = {int(i): pos for pos, i in enumerate(keep)}
+        result.rgb = [None] * len(keep)
+    elif keep == "budget":
+        result.kept = []
+    kept_bytes = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            fmt = container.format.name
+            if not set(fmt.split(",")) & set(limits.allowed_formats):
+                raise CorruptVideo(f"{label}: not a supported video container (FFmpeg detected {fmt!r}; "
+                                   f"allowed: {', '.join(limits.allowed_formats)})")
+            if not container.streams.video:
+                raise CorruptVideo(f"{label}: no video stream (container {fmt!r})")
+            stream = container.streams.video[0]
+            declared_frames = int(stream.frames or 0)
+            if "gif" in fmt.split(","):
+                gif_frames = _gif_image_count(data, label)
+                declared_frames = max(declared_frames, gif_frames)
+            if declared_frames > limits.max_frames:
+                raise TooManyFrames(f"{label}: video has {declared_frames} frames, over the limit "
+                                    f"max_frames={limits.max_frames}")
+            if container.duration is not None and container.duration > 0:
+                seconds = container.duration / av.time_base
+                if seconds > limits.max_duration_s:
+                    raise VideoTooLong(f"{label}: video lasts {seconds:.1f} s, over the limit "
+                                       f"max_duration_s={limits.max_duration_s:g}")
+            ctx = stream.codec_context
+            result.width, result.height = int(ctx.width or 0), int(ctx.height or 0)
+            _check_pixels(result.width, result.height, label, limits)
+            rate = stream.average_rate or stream.guessed_rate
+            result.fps = float(rate) if rate else None
+
+            for frame in container.decode(stream):
+                index = result.n_frames
+                result.n_frames += 1
+                if result.n_frames > limits.max_frames:
+                    raise TooManyFrames(f"{label}: video has more than {limits.max_frames} frames "
+                                        f"(max_frames)")
+                if time.monotonic() > deadline:
+                    raise DecodeTimeout(f"{label}: decoding took longer than decode_timeout_s="
+                                        f"{limits.decode_timeout_s:g} s (stopped at frame {result.n_frames})")
+                if (frame.width, frame.height) != (result.width, result.height):
+                    _check_pixels(frame.width, frame.height, label, limits)
+                    if index == 0:
+                        result.width, result.height = frame.width, frame.height
+                if frame.time is not None and frame.time > limits.max_duration_s:
+                    raise VideoTooLong(f"{label}: video runs past {frame.time:.1f} s, over the limit "
+                                       f"max_duration_s={limits.max_duration_s:g}")
+                if keep_all:
+                    result.rgb.append(_rgb(frame, result))
+                elif wanted is not None:
+                    pos = wanted.get(index)
+                    if pos is not None:
+                        result.rgb[pos] = _rgb(frame, result)
+                elif result.kept is not None:
+                    kept_bytes += sum(plane.buffer_size for plane in frame.planes)
+                    if kept_bytes <= _KEEP_BUDGET_BYTES:
+                        result.kept.append(frame)
+                    else:
+                        result.kept = None  # too long to keep: count now, decode again later
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, EOFError) as exc:
+        raise CorruptVideo(f"{label}: cannot decode ({_ffmpeg_message(exc)}) after "
+                           f"{result.n_frames} frames") from exc
+
+    if result.n_frames == 0:
+        raise EmptyVideo(f"{label}: the video stream has no decodable frames")
+    if declared_frames and result.n_frames < declared_frames:
+        raise CorruptVideo(f"{label}: truncated: the container declares {declared_frames} frames, "
+                           f"only {result.n_frames} could be decoded")
+    if wanted is not None and any(f is None for f in result.rgb):
+        raise CorruptVideo(f"{label}: decoding is not repeatable (sampled frames missing on the second pass)")
+    return result
+
+
+def _rgb(frame, result: _Pass) -> np.ndarray:
+    """RGB copy of a frame, in the size of the clip (a differently sized frame is an error)."""
+    if (frame.width, frame.height) != (result.width, result.height):
+        raise CorruptVideo(f"frame size changes mid-stream ({result.width}x{result.height} -> "
+                           f"{frame.width}x{frame.height})")
+    return frame.to_ndarray(format="rgb24")
+
+
+def _check_pixels(width: int, height: int, label: str, limits: VideoLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise FrameTooLarge(f"{label}: frames are {width}x{height} = {width * height} pixels, over the "
+                            f"limit max_pixels={limits.max_pixels}")
+
+
+def _ffmpeg_message(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _gif_image_count(data: bytes, label: str) -> int:
+    """Count the complete images of a GIF by walking its block structure (no pixel decoding).
+
+    FFmpeg silently decodes a GIF cut off inside an image as a shorter (or half-grey) clip, so
+    truncation is detected here: a data sub-block chain that runs past the end of the input is a
+    :class:`CorruptVideo`. A missing trailer byte after complete images, or unknown bytes after the
+    last image, are tolerated (browsers and FFmpeg accept both; real GIFs have them).
+    """
+    n = len(data)
+    if n < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
+        raise CorruptVideo(f"{label}: not a GIF file (bad signature)")
+    pos = 13
+    packed = data[10]
+    if packed & 0x80:
+        pos += 3 * (2 << (packed & 0x07))
+    images = 0
+
+    def skip_sub_blocks(p: int) -> int:
+        while True:
+            if p >= n:
+                raise CorruptVideo(f"{label}: truncated GIF (data ends inside image {images + 1}'s blocks)")
+            size = data[p]
+            p += 1
+            if size == 0:
+                return p
+            p += size
+
+    while pos < n:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: introducer, label, sub-blocks
+            pos = skip_sub_blocks(pos + 2)
+        elif block == 0x2C:  # image descriptor (10 bytes), optional local colour table, LZW data
+            if pos + 11 > n:
+                raise CorruptVideo(f"{label}: truncated GIF (data ends inside image {images + 1}'s header)")
+            local = data[pos + 9]
+            pos += 10
+            if local & 0x80:
+                pos += 3 * (2 << (local & 0x07))
+            pos = skip_sub_blocks(pos + 1)  # +1: LZW minimum code size
+            images += 1
+        else:
+            break  # junk after the last block: tolerated, like FFmpeg does
+    return images
