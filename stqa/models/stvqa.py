@@ -1,0 +1,322 @@
+"""ST-VQA (Jang et al., CVPR 2017): spatio-temporal attention video QA with one head per TGIF-QA task.
+
+Variants (``ModelConfig.variant``):
+  - ``concat``: no attention; frame features are mean-pooled over the 7x7 grid, the answer is read from
+    the final text-LSTM state;
+  - ``sp``: spatial attention over the 49 cells of every frame (query: a text-only pass), no temporal
+    attention;
+  - ``tp``: mean-pooled frames, temporal attention over the video-LSTM memory;
+  - ``sptp``: both.
+
+Encoders: a 2-layer video LSTM runs first, its final (h, c) of both layers initialises a 2-layer text
+LSTM with separate weights. The "state" used downstream is the concatenation of both layers' hidden
+states (2H). Padded frames and tokens never touch the state: both LSTMs read packed sequences, the
+attention modules get the masks. Deviations from the official TensorFlow code are listed in
+docs/fidelity.md.
+
+One model serves several tasks: backbone (optional), embeddings, encoders and attention are shared,
+each task present has its own head (``mc`` scorer for action/transition, regression for count,
+classifier for frameqa).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from stqa.nn import SpatialAttention, TemporalAttention
+
+VARIANTS: tuple[str, ...] = ("concat", "sp", "tp", "sptp")
+TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
+MC_TASKS: tuple[str, ...] = ("action", "transition")
+NUM_CANDIDATES = 5
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild an :class:`STVQA` (saved in every checkpoint's config.json)."""
+
+    variant: str
+    tasks: list[str]
+    vocab_size: int
+    feature_dim: int
+    num_answers: int = 0  # FrameQA classes (train answers incl. <pad>/<unk> slots); 0 without frameqa
+    embed_dim: int = 300
+    hidden_dim: int = 512  # per LSTM layer; the state is 2 * hidden_dim
+    att_hidden_dim: int = 512
+    dropout: float = 0.2
+    backbone: str | None = None  # None: precomputed features; "tiny": trained end to end from frames
+    attention_impl: str = "fused"
+    freeze_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown:
+            raise ValueError(f"tasks must be a non-empty subset of {', '.join(TASKS)}, got {self.tasks!r}")
+        if "frameqa" in self.tasks and self.num_answers < 3:
+            raise ValueError("a frameqa head needs num_answers >= 3 (the answer vocabulary incl. specials)")
+        for name in ("vocab_size", "feature_dim", "embed_dim", "hidden_dim", "att_hidden_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def spatial(self) -> bool:
+        return self.variant in ("sp", "sptp")
+
+    @property
+    def temporal(self) -> bool:
+        return self.variant in ("tp", "sptp")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class ModelOutput:
+    """Scores for one task batch plus the attention maps (None where the variant has none).
+
+    ``scores``: [B, 5] (multiple choice), [B] (count regression) or [B, A] (frameqa logits).
+    ``temporal_attention``: [B, T] ([B, 5, T] for multiple choice). ``spatial_attention``: [B, T, 49]
+    ([B, 5, T, 49] for multiple choice).
+    """
+
+    scores: torch.Tensor
+    temporal_attention: torch.Tensor | None = None
+    spatial_attention: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class _StackedLSTM(nn.Module):
+    """Two (or more) single-layer LSTMs so every layer's per-step hidden state is available.
+
+    Reads packed sequences: steps past a sequence's length neither change its state nor produce output.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.LSTM(d, hidden_dim, batch_first=True) for d in dims)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        state: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        return_outputs: bool = False,
+    ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``inputs`` [N, L, D], ``lengths`` [N] (>= 1). Returns (per-step concat of all layers' h
+        [N, L, layers*H] or None, final (h, c) per layer, each [N, H])."""
+        total = inputs.shape[1]
+        lengths_cpu = lengths.detach().to("cpu", torch.int64)
+        x = inputs
+        finals: list[tuple[torch.Tensor, torch.Tensor]] = []
+        outputs: list[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+            hx = None
+            if state is not None:
+                h0, c0 = state[i]
+                hx = (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous())
+            out, (h, c) = layer(packed, hx)
+            x, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
+            finals.append((h.squeeze(0), c.squeeze(0)))
+            if return_outputs:
+                outputs.append(x)
+        per_step = torch.cat(outputs, dim=-1) if return_outputs else None
+        return per_step, finals
+
+
+def _state_vector(finals: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The ST-VQA "state": hidden (not cell) states of all layers, concatenated."""
+    return torch.cat([h for h, _ in finals], dim=-1)
+
+
+class STVQA(nn.Module):
+    """ST-VQA with task heads; see the module docstring."""
+
+    NUM_LAYERS = 2
+
+    def __init__(self, config: ModelConfig, embeddings: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        h2 = self.NUM_LAYERS * config.hidden_dim
+        self.backbone: nn.Module | None = None
+        if config.backbone is not None:
+            from stqa.models.backbone import build_backbone
+
+            self.backbone = build_backbone(config.backbone)
+            if int(self.backbone.out_channels) != config.feature_dim:
+                raise ValueError(
+                    f"backbone {config.backbone!r} gives {self.backbone.out_channels} channels but "
+                    f"feature_dim is {config.feature_dim}"
+                )
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        if embeddings is not None:
+            if tuple(embeddings.shape) != (config.vocab_size, config.embed_dim):
+                raise ValueError(
+                    f"embedding matrix has shape {tuple(embeddings.shape)}, expected "
+                    f"({config.vocab_size}, {config.embed_dim})"
+                )
+            with torch.no_grad():
+                self.embedding.weight.copy_(embeddings)
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
+        self.video_lstm = _StackedLSTM(config.feature_dim, config.hidden_dim, self.NUM_LAYERS, config.dropout)
+        self.text_lstm = _StackedLSTM(config.embed_dim, config.hidden_dim, self.NUM_LAYERS, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.spatial_attention: SpatialAttention | None = None
+        self.temporal_attention: TemporalAttention | None = None
+        if config.spatial:
+            self.spatial_attention = SpatialAttention(
+                config.feature_dim, h2, hidden_dim=config.att_hidden_dim, impl=config.attention_impl
+            )
+        if config.temporal:
+            self.temporal_attention = TemporalAttention(
+                h2, h2, hidden_dim=config.att_hidden_dim, impl=config.attention_impl
+            )
+            self.context_proj = nn.Linear(h2, h2)
+        heads: dict[str, nn.Module] = {}
+        for task in config.tasks:
+            if task in MC_TASKS:
+                heads[task] = nn.Sequential(
+                    nn.Linear(h2, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, 1, bias=False)
+                )
+            elif task == "count":
+                heads[task] = nn.Linear(h2, 1)
+            else:
+                heads[task] = nn.Linear(h2, config.num_answers)
+        self.heads = nn.ModuleDict(heads)
+
+    # -- video side -------------------------------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Backbone over the real frames only: [B, T, 3, S, S] -> [B, T, 7, 7, C] (zeros where padded)."""
+        if self.backbone is None:
+            raise ValueError("this model has no backbone; give it features, not frames")
+        b, t = frames.shape[:2]
+        feats = self.backbone(frames[frame_mask])
+        out = feats.new_zeros((b, t, *feats.shape[1:]))
+        out[frame_mask] = feats
+        return out
+
+    def forward(
+        self,
+        task: str,
+        tokens: torch.Tensor,
+        token_lengths: torch.Tensor,
+        frame_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """Score one single-task batch.
+
+        ``tokens`` [B, L] ([B, 5, L] for action/transition: "question + candidate" per candidate),
+        ``token_lengths`` [B] ([B, 5]), all >= 1; ``frame_mask`` [B, T] bool (True = real frame, at
+        least one per clip); exactly one of ``features`` [B, T, 7, 7, C] or ``frames`` [B, T, 3, S, S].
+        """
+        if task not in self.heads:
+            raise ValueError(f"task {task!r} is not served by this model (tasks: {', '.join(self.heads)})")
+        if (features is None) == (frames is None):
+            raise ValueError("give exactly one of features or frames")
+        if frames is not None:
+            features = self.encode_frames(frames, frame_mask)
+        assert features is not None
+        if features.dim() != 5 or features.shape[-1] != self.config.feature_dim:
+            raise ValueError(
+                f"features must be [B, T, 7, 7, {self.config.feature_dim}], got {tuple(features.shape)}"
+            )
+        b, t = features.shape[:2]
+        mc = task in MC_TASKS
+        if mc:
+            if tokens.dim() != 3 or tokens.shape[1] != NUM_CANDIDATES:
+                raise ValueError(f"{task} needs tokens [B, 5, L], got {tuple(tokens.shape)}")
+            k = NUM_CANDIDATES
+            tokens = tokens.reshape(b * k, -1)
+            token_lengths = token_lengths.reshape(b * k)
+            # The five (video, question+candidate) pairs are independent sequences (an "aggregated" 5B batch).
+            rep = torch.arange(b, device=features.device).repeat_interleave(k)
+            features = features[rep]
+            frame_mask = frame_mask[rep]
+        else:
+            k = 1
+        n = tokens.shape[0]
+        if n != features.shape[0]:
+            raise ValueError(f"batch size mismatch: {n} questions for {features.shape[0]} clips")
+        if bool((token_lengths < 1).any()) or bool((frame_mask.sum(1) < 1).any()):
+            raise ValueError("every question needs >= 1 token and every clip >= 1 real frame")
+        frame_lengths = frame_mask.sum(1)
+        embedded = self.dropout(self.embedding(tokens))
+
+        spatial_w = None
+        if self.spatial_attention is not None:
+            _, text_only = self.text_lstm(embedded, token_lengths)
+            attended, spatial_w = self.spatial_attention(features, _state_vector(text_only), frame_mask)
+            video_in = attended
+        else:
+            video_in = features.mean(dim=(2, 3))
+        video_in = self.dropout(video_in)
+        memory, video_final = self.video_lstm(video_in, frame_lengths, return_outputs=self.config.temporal)
+        _, text_final = self.text_lstm(embedded, token_lengths, state=video_final)
+        h_q = _state_vector(text_final)
+
+        temporal_w = None
+        if self.temporal_attention is not None:
+            context, temporal_w = self.temporal_attention(memory, h_q, frame_mask)
+            z = torch.tanh(self.context_proj(context)) + h_q
+        else:
+            z = h_q
+        z = self.dropout(z)
+        head = self.heads[task]
+        if mc:
+            scores = head(z).reshape(b, k)
+        elif task == "count":
+            scores = head(z).squeeze(-1)
+        else:
+            scores = head(z)
+        if mc:
+            if temporal_w is not None:
+                temporal_w = temporal_w.reshape(b, k, t)
+            if spatial_w is not None:
+                spatial_w = spatial_w.reshape(b, k, t, -1)
+        return ModelOutput(scores=scores, temporal_attention=temporal_w, spatial_attention=spatial_w)
+
+
+def task_loss(task: str, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The per-task training loss, averaged over the batch.
+
+    - action/transition: hinge ``sum_{k != gt} max(0, 1 + s_k - s_gt)`` (the official code also sums
+      the k = gt term, a constant 1 with no gradient);
+    - count: MSE against ``max(y, 1)`` (targets are the raw labels);
+    - frameqa: cross-entropy; gold ``<unk>`` (index 1, answers never seen in training) is ignored.
+    """
+    if task in MC_TASKS:
+        gt = scores.gather(1, target.view(-1, 1))
+        margins = (1.0 + scores - gt).clamp(min=0)
+        not_gt = torch.ones_like(margins, dtype=torch.bool).scatter_(1, target.view(-1, 1), False)
+        return (margins * not_gt).sum(1).mean()
+    if task == "count":
+        return F.mse_loss(scores, target.float().clamp(min=1.0))
+    if task == "frameqa":
+        valid = target != 1
+        if not bool(valid.any()):
+            return scores.sum() * 0.0
+        return F.cross_entropy(scores[valid], target[valid])
+    raise ValueError(f"unknown task {task!r}")
