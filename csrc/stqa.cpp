@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "cpu/capability.h"
+
 #include <map>
 #include <string>
 
@@ -16,6 +18,7 @@ std::map<std::string, py::object> build_info() {
   info["torch_version"] = py::str(STQA_TORCH_VERSION);
   info["cxx_compiler"] = py::str(STQA_CXX_COMPILER);
   info["cxx_standard"] = py::int_(__cplusplus);
+  info["cpu_capability"] = py::str(stqa::cpu::capability());
 #ifdef _OPENMP
   info["openmp"] = py::bool_(true);
 #else
@@ -35,5 +38,5 @@ std::map<std::string, py::object> build_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "stqa compiled extension: fused attention pooling ops (registered as torch.ops.stqa.*)";
-  m.def("build_info", &build_info, "How this extension was built: version, compilers, CUDA on/off, OpenMP.");
+  m.def("build_info", &build_info, "How this extension was built: version, compilers, CUDA on/off, OpenMP, CPU kernel ISA in use.");
 }
