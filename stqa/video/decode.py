@@ -251,7 +251,11 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
                         result.kept = None  # too long to keep: count now, decode again later
     except VideoError:
         raise
-    except (av.error.FFmpegError, EOFError) as exc:
+    except EOFError as exc:  # some demuxers (WebM) report an empty stream as an early end of file
+        if result.n_frames == 0:
+            raise EmptyVideo(f"{label}: the video stream has no decodable frames") from exc
+        raise CorruptVideo(f"{label}: unexpected end of data after {result.n_frames} frames") from exc
+    except av.error.FFmpegError as exc:
         raise CorruptVideo(f"{label}: cannot decode ({_ffmpeg_message(exc)}) after "
                            f"{result.n_frames} frames") from exc
 

@@ -60,6 +60,8 @@ def pad_clip(x: ArrayOrTensor, num_frames: int) -> tuple[ArrayOrTensor, ArrayOrT
     """
     if not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"pad_clip expects a numpy array or torch tensor, got {type(x).__name__}")
     t = int(x.shape[0]) if x.ndim > 0 else 0
     if t < 1:
         raise ValueError("cannot pad an empty clip: a clip needs at least one real frame")
@@ -71,10 +73,8 @@ def pad_clip(x: ArrayOrTensor, num_frames: int) -> tuple[ArrayOrTensor, ArrayOrT
         mask = torch.zeros(num_frames, dtype=torch.bool, device=x.device)
         mask[:t] = True
         return padded, mask
-    if isinstance(x, np.ndarray):
-        padded_np = np.zeros((num_frames, *x.shape[1:]), dtype=x.dtype)
-        padded_np[:t] = x
-        mask_np = np.zeros(num_frames, dtype=bool)
-        mask_np[:t] = True
-        return padded_np, mask_np
-    raise TypeError(f"pad_clip expects a numpy array or torch tensor, got {type(x).__name__}")
+    padded_np = np.zeros((num_frames, *x.shape[1:]), dtype=x.dtype)
+    padded_np[:t] = x
+    mask_np = np.zeros(num_frames, dtype=bool)
+    mask_np[:t] = True
+    return padded_np, mask_np

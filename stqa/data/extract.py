@@ -1,0 +1,227 @@
+"""``stqa extract``: decode every GIF the annotations reference, sample T frames, write backbone maps.
+
+Each GIF is decoded once (``<videos>/<gif_name>.gif``, or .mp4/.webm/.avi/... if that is what is
+there), sampled with :func:`stqa.video.sampling.sample_indices`, transformed with
+:func:`stqa.video.transforms.frames_to_tensor` and run through the backbone; the maps of its real
+frames are stored under its TGIF ``key`` (:mod:`stqa.data.features`). Decoding runs in a small
+thread pool ahead of the backbone. The run is resumable: keys already in ``--out`` are skipped,
+and a file written with other settings is refused. Videos that cannot be read are listed in
+``<out>.failures.jsonl`` and make the exit status 1; nothing is ever written for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stqa.data import tgifqa
+from stqa.data.features import FeatureSpec, FeatureWriter
+from stqa.models.backbone import BACKBONES, build_backbone
+from stqa.video.decode import VideoError, VideoLimits, decode_video
+from stqa.video.sampling import POLICIES
+from stqa.video.transforms import frames_to_tensor
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".gif", ".mp4", ".webm", ".avi", ".mkv", ".mov")
+SPLIT_CHOICES = {"test": ("test",), "train": ("train",), "all": ("train", "test")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--videos", required=True, type=Path, help="folder with <gif_name>.gif files")
+    parser.add_argument("--annotations", required=True, type=Path,
+                        help="folder with the official {Train,Test}_<task>_question.csv files")
+    parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="local state_dict (.pth / .safetensors) of the backbone (required; nothing is downloaded)")
+    parser.add_argument("--out", required=True, type=Path, help="HDF5 feature file (created or resumed)")
+    parser.add_argument("--fp16", action="store_true", help="store float16 instead of float32")
+    parser.add_argument("--frames", type=int, default=35, help="T: frames sampled per GIF (default 35)")
+    parser.add_argument("--policy", choices=POLICIES, default="uniform", help="frame sampling policy")
+    parser.add_argument("--batch-size", type=int, default=64, help="frames per backbone forward (default 64)")
+    parser.add_argument("--device", default="cpu", help="torch device for the backbone (default cpu)")
+    parser.add_argument("--tasks", nargs="+", choices=tgifqa.TASKS, default=list(tgifqa.TASKS),
+                        help="which tasks' annotation files to collect GIFs from (default all)")
+    parser.add_argument("--split", choices=sorted(SPLIT_CHOICES), default="all",
+                        help="annotation split(s) to collect GIFs from (default all = train + test)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N GIFs (by key); for trials")
+
+
+@dataclass(frozen=True)
+class GifRef:
+    key: int
+    gif_name: str
+
+
+def collect_gifs(annotations: Path, tasks: list[str], splits: tuple[str, ...]) -> tuple[list[GifRef], list[str]]:
+    """Unique GIFs referenced by the annotation files present; also the file names that were read."""
+    names: dict[int, str] = {}
+    used: list[str] = []
+    for task in tasks:
+        for split in splits:
+            path = annotations / tgifqa.annotation_filename(task, split)
+            if not path.is_file():
+                continue
+            used.append(path.name)
+            for record in tgifqa.load(annotations, task, split):
+                previous = names.setdefault(record.key, record.gif_name)
+                if previous != record.gif_name:
+                    raise ValueError(f"{path}: key {record.key} is {record.gif_name!r} here but {previous!r} "
+                                     f"in another file")
+    return [GifRef(k, names[k]) for k in sorted(names)], used
+
+
+def find_video(videos: Path, gif_name: str) -> Path:
+    for ext in VIDEO_EXTENSIONS:
+        candidate = videos / f"{gif_name}{ext}"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no video file for {gif_name!r} in {videos} "
+                            f"(looked for {', '.join(gif_name + e for e in VIDEO_EXTENSIONS)})")
+
+
+@dataclass
+class Prepared:
+    ref: GifRef
+    frames: torch.Tensor | None = None  # [t, 3, S, S]
+    n_frames: int = 0
+    indices: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+def _prepare(ref: GifRef, videos: Path, num_frames: int, policy: str, size: int, limits: VideoLimits) -> Prepared:
+    try:
+        video = decode_video(find_video(videos, ref.gif_name), num_frames, limits=limits, policy=policy)
+        return Prepared(ref, frames_to_tensor(video.frames, size), video.n_frames, video.indices)
+    except (OSError, VideoError, ValueError) as exc:
+        return Prepared(ref, error=exc)
+
+
+def _prefetch(pool: ThreadPoolExecutor, refs: list[GifRef], depth: int, fn) -> Iterator[Prepared]:
+    """Results of ``fn(ref)`` in order, keeping at most ``depth`` decodes in flight."""
+    pending: list[Future] = []
+    it = iter(refs)
+    for ref in it:
+        pending.append(pool.submit(fn, ref))
+        if len(pending) >= depth:
+            break
+    while pending:
+        done = pending.pop(0).result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield done
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    for name in ("frames", "batch_size", "workers"):
+        if getattr(args, name) < 1:
+            print(f"stqa extract: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if not args.videos.is_dir():
+        print(f"stqa extract: --videos {args.videos} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        refs, used = collect_gifs(args.annotations, args.tasks, SPLIT_CHOICES[args.split])
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"stqa extract: {exc}", file=sys.stderr)
+        return 2
+    if not used:
+        wanted = [tgifqa.annotation_filename(t, s) for t in args.tasks for s in SPLIT_CHOICES[args.split]]
+        print(f"stqa extract: no annotation files in {args.annotations} (looked for {', '.join(wanted)})",
+              file=sys.stderr)
+        return 2
+    if args.limit is not None:
+        refs = refs[: max(args.limit, 0)]
+
+    if args.weights is None:
+        # Random-init features would differ on every run (and across a resumed file): meaningless.
+        print(f"stqa extract: --weights PATH is required ({args.backbone} with random weights gives "
+              f"features that are neither meaningful nor reproducible); nothing is downloaded",
+              file=sys.stderr)
+        return 2
+    try:
+        backbone = build_backbone(args.backbone, args.weights)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"stqa extract: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    backbone = backbone.to(device).eval()
+    spec = FeatureSpec(backbone=backbone.name, channels=backbone.out_channels, num_frames=args.frames,
+                       policy=args.policy, image_size=backbone.input_size)
+    try:
+        writer = FeatureWriter(args.out, spec, backbone.weights_hash, dtype="float16" if args.fp16 else "float32")
+    except (ValueError, OSError) as exc:
+        print(f"stqa extract: {exc}", file=sys.stderr)
+        return 2
+
+    failures_path = Path(f"{args.out}.failures.jsonl")
+    limits = VideoLimits()
+    failures = 0
+    written = 0
+    with writer, open(failures_path, "w", encoding="utf-8") as failures_file:
+        done = writer.done_keys()
+        todo = [r for r in refs if r.key not in done]
+        print(f"stqa extract: {len(refs)} GIFs from {', '.join(used)}; {len(refs) - len(todo)} already in "
+              f"{args.out}, {len(todo)} to do", file=sys.stderr)
+
+        def prepare(ref: GifRef) -> Prepared:
+            return _prepare(ref, args.videos, args.frames, args.policy, backbone.input_size, limits)
+
+        batch: list[Prepared] = []
+
+        def flush_batch() -> None:
+            nonlocal written
+            if not batch:
+                return
+            x = torch.cat([p.frames for p in batch]).to(device)
+            outs = []
+            with torch.inference_mode():
+                for start in range(0, len(x), args.batch_size):
+                    outs.append(backbone(x[start:start + args.batch_size]).float().cpu())
+            maps = torch.cat(outs).numpy()
+            offset = 0
+            for p in batch:
+                t = len(p.indices)
+                writer.write(p.ref.key, maps[offset:offset + t], gif_name=p.ref.gif_name,
+                             n_frames=p.n_frames, indices=p.indices)
+                offset += t
+                written += 1
+            writer.flush()
+            batch.clear()
+
+        with ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="decode") as pool:
+            progress = tqdm(_prefetch(pool, todo, 2 * args.workers, prepare), total=len(todo), unit="gif",
+                            desc="extract", file=sys.stderr)
+            for prepared in progress:
+                if prepared.error is not None:
+                    failures += 1
+                    exc = prepared.error
+                    failures_file.write(json.dumps({"key": prepared.ref.key, "gif_name": prepared.ref.gif_name,
+                                                    "error": type(exc).__name__, "message": str(exc)}) + "\n")
+                    failures_file.flush()
+                    progress.set_postfix(failed=failures)
+                    continue
+                batch.append(prepared)
+                if sum(len(p.indices) for p in batch) >= args.batch_size:
+                    flush_batch()
+            flush_batch()
+
+    print(f"stqa extract: wrote {written} GIFs to {args.out} ({backbone.name}, T={args.frames}, "
+          f"{'float16' if args.fp16 else 'float32'})", file=sys.stderr)
+    if failures:
+        print(f"stqa extract: {failures} GIFs failed; see {failures_path}", file=sys.stderr)
+        return 1
+    if failures_path.exists() and os.path.getsize(failures_path) == 0:
+        failures_path.unlink()
+    return 0

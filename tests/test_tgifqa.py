@@ -1,0 +1,274 @@
+"""TGIF-QA loader, tokenizer, vocabularies and validation split (real files when STQA_TGIFQA_ROOT is set)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from stqa.data import tgifqa
+from stqa.data.tgifqa import QARecord, Vocab
+
+REAL_ROOT = os.environ.get("STQA_TGIFQA_ROOT")
+needs_real = pytest.mark.skipif(not REAL_ROOT, reason="STQA_TGIFQA_ROOT not set (CI sets it to ../shared/tgifqa)")
+
+COUNT_HEADER = "gif_name\tquestion\tanswer\tvid_id\tkey"
+MC_HEADER = "gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\tvid_id\tkey"
+FRAMEQA_HEADER = "gif_name\tquestion\tanswer\ttype\tvid_id\tkey\tdescription"
+
+
+def write_tsv(path: Path, lines: list[str]) -> Path:
+    """Write lines exactly like the official files: tab-separated, CRLF endings."""
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return path
+
+
+@pytest.fixture
+def fixture_root(tmp_path: Path) -> Path:
+    write_tsv(tmp_path / "Train_count_question.csv", [
+        COUNT_HEADER,
+        "gif_a\tHow many times does the man jump ?\t3\tCOUNT1\t5",
+        "gif_b\tHow many times does the cat blink ?\t0\tCOUNT2\t7",
+        "gif_c\tHow many times does the dog's tail wag ?\t10\tCOUNT3\t9",
+    ])
+    write_tsv(tmp_path / "Test_action_question.csv", [
+        MC_HEADER,
+        "gif_a\tWhat does the man do 3 times ?\tjump\tsit\trun\tclap hands\twave\t0\tACTION1\t5",
+        'gif_d\tWhat does the man do after dry hair ?\trun\tpose\tdrive\t"write ""i love you"""\tcount\t3\tACTION2\t11',
+    ])
+    write_tsv(tmp_path / "Test_frameqa_question.csv", [
+        FRAMEQA_HEADER,
+        "gif_e\twhat is the man holding ?\tguitar\t0\tFRAMEQA1\t12\ta man is holding a guitar .",
+        "gif_f\thow many dogs are running ?\ttwo\t1\tFRAMEQA2\t13\ttwo dogs are running .",
+        "gif_f\twhat color is the dog ?\tbrown\t2\tFRAMEQA3\t13\ta brown dog runs .",
+        "gif_g\twhere is the man sitting ?\tcar\t3\tFRAMEQA4\t14\ta man is sitting in a car .",
+    ])
+    return tmp_path
+
+
+# --- loader on fixtures ----------------------------------------------------------------------------
+
+
+def test_load_count_fixture(fixture_root: Path) -> None:
+    records = tgifqa.load(fixture_root, "count", "train")
+    assert [r.qid for r in records] == ["COUNT1", "COUNT2", "COUNT3"]
+    r = records[1]
+    assert r == QARecord(task="count", qid="COUNT2", key=7, gif_name="gif_b",
+                         question="How many times does the cat blink ?", answer=0)
+    assert r.answer == 0  # raw value kept; the 0 -> 1 mapping belongs to the model/metrics side
+    assert records[2].answer == 10
+    for rec in records:  # CRLF never leaks into fields
+        assert all("\r" not in str(v) and "\n" not in str(v) for v in vars(rec).values())
+
+
+def test_load_action_fixture_with_quoted_field(fixture_root: Path) -> None:
+    records = tgifqa.load(fixture_root, "action", "test")
+    assert records[0].candidates == ("jump", "sit", "run", "clap hands", "wave")
+    assert records[0].answer == 0 and records[0].answer_type is None
+    # quoted with doubled quotes, as in the real Test_transition file; unquoted like pandas does
+    assert records[1].candidates[3] == 'write "i love you"'
+    assert records[1].answer == 3
+    assert tgifqa.mc_texts(records[0]) == [
+        "What does the man do 3 times ? jump", "What does the man do 3 times ? sit",
+        "What does the man do 3 times ? run", "What does the man do 3 times ? clap hands",
+        "What does the man do 3 times ? wave"]
+
+
+def test_load_frameqa_fixture(fixture_root: Path) -> None:
+    records = tgifqa.load(fixture_root, "frameqa", "test")
+    assert [r.answer_type for r in records] == ["object", "number", "color", "location"]
+    assert [r.answer for r in records] == ["guitar", "two", "brown", "car"]
+    assert records[1].key == records[2].key == 13
+    assert records[0].candidates == ()
+    with pytest.raises(ValueError, match="action/transition"):
+        tgifqa.mc_texts(records[0])
+
+
+def test_missing_file_names_expected_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="Train_frameqa_question.csv"):
+        tgifqa.load(tmp_path, "frameqa", "train")
+
+
+def test_bad_task_and_split(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        tgifqa.load(tmp_path, "counting", "train")
+    with pytest.raises(ValueError, match="unknown split"):
+        tgifqa.load(tmp_path, "count", "val")
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["gif_name\tquestion\tanswer\tkey\tvid_id", "g\tq ?\t3\t1\tCOUNT1"], r":1: wrong header"),
+    ([], r":1: empty file"),
+    ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", "g2\tq ?\t3\tCOUNT2"], r":3: expected 5 tab-separated fields, got 4"),
+    ([COUNT_HEADER, "g\tq ?\tthree\tCOUNT1\t1"], r":2: field 'answer' must be an integer"),
+    ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\tkey1"], r":2: field 'key' must be an integer"),
+    ([COUNT_HEADER, "g\tq ?\t-1\tCOUNT1\t1"], r":2: negative count"),
+    ([COUNT_HEADER, "\tq ?\t1\tCOUNT1\t1"], r":2: empty 'gif_name'"),
+    ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", ""], r":3: empty line"),
+])
+def test_malformed_count_files(tmp_path: Path, lines: list[str], message: str) -> None:
+    path = tmp_path / "Train_count_question.csv"
+    if lines:
+        write_tsv(path, lines)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"Train_count_question\.csv" + message):
+        tgifqa.load(tmp_path, "count", "train")
+
+
+def test_malformed_mc_and_frameqa(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "Test_transition_question.csv",
+              [MC_HEADER, "g\tq ?\ta\tb\tc\td\te\t5\tTRANS1\t1"])
+    with pytest.raises(ValueError, match=r"Test_transition_question\.csv:2: answer index 5 out of range"):
+        tgifqa.load(tmp_path, "transition", "test")
+    write_tsv(tmp_path / "Test_frameqa_question.csv", [FRAMEQA_HEADER, "g\tq ?\tcar\t4\tFRAMEQA1\t1\td ."])
+    with pytest.raises(ValueError, match=r"Test_frameqa_question\.csv:2: FrameQA type 4 out of range"):
+        tgifqa.load(tmp_path, "frameqa", "test")
+
+
+# --- loader on the real files ----------------------------------------------------------------------
+
+
+@needs_real
+@pytest.mark.parametrize("task, split, size", [
+    ("count", "test", 3554), ("action", "test", 2274), ("transition", "test", 6232),
+    ("frameqa", "test", 13691), ("count", "train", 26839), ("action", "train", 20471),
+])
+def test_real_split_sizes(task: str, split: str, size: int) -> None:
+    assert len(tgifqa.load(REAL_ROOT, task, split)) == size
+
+
+@needs_real
+def test_real_sample_rows() -> None:
+    by_qid = {r.qid: r for r in tgifqa.load(REAL_ROOT, "count", "test")}
+    assert by_qid["COUNT12"] == QARecord("count", "COUNT12", 52, "tumblr_nezfs4uELd1u1a7cmo1_250",
+                                         "How many times does the man adjust waistband ?", 3)
+    action = {r.qid: r for r in tgifqa.load(REAL_ROOT, "action", "test")}
+    assert action["ACTION12"].candidates == ("step like a goose", "react to hands", "making face face",
+                                             "adjust waistband", "sway microphone left and right")
+    assert action["ACTION12"].answer == 3 and action["ACTION12"].key == 52
+    assert action["ACTION4"].gif_name == "tumblr_nk172bbdPI1u1lr18o1_250" and action["ACTION4"].answer == 4
+    trans = {r.qid: r for r in tgifqa.load(REAL_ROOT, "transition", "test")}
+    assert trans["TRANS23"].answer == 4 and trans["TRANS23"].candidates[4] == "sing passionately"
+    assert trans["TRANS24"].answer == 0 and trans["TRANS24"].candidates[0] == "point to the camera"
+    assert trans["TRANS15831"].candidates[4] == 'respond "no"'
+    frameqa = {r.qid: r for r in tgifqa.load(REAL_ROOT, "frameqa", "test")}
+    assert (frameqa["FRAMEQA1159"].answer, frameqa["FRAMEQA1159"].answer_type, frameqa["FRAMEQA1159"].key) == (
+        "cookie", "object", 27138)
+    assert (frameqa["FRAMEQA26835"].answer, frameqa["FRAMEQA26835"].answer_type) == ("two", "number")
+
+
+@needs_real
+def test_real_files_consistency() -> None:
+    train = tgifqa.load(REAL_ROOT, "count", "train")
+    test = tgifqa.load(REAL_ROOT, "count", "test")
+    assert not {r.key for r in train} & {r.key for r in test}  # disjoint by GIF
+    assert {r.answer for r in train} == {0, 2, 3, 4, 5, 6, 7, 8, 9, 10}  # no 1s, raw 0 kept
+    frameqa = tgifqa.load(REAL_ROOT, "frameqa", "test")
+    counts = {t: sum(r.answer_type == t for r in frameqa) for t in tgifqa.FRAMEQA_TYPES}
+    assert counts == {"object": 5586, "number": 3148, "color": 3904, "location": 1053}
+    # the official Count word vocabulary has 2,423 entries including its 2 specials and <EOS>
+    assert len(tgifqa.build_word_vocab(train)) == 2423 - 1
+
+
+# --- tokenizer ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("How many times does the man adjust waistband ?",
+     ["how", "many", "times", "does", "the", "man", "adjust", "waistband", "\\?"]),
+    ("what's he doing?", ["what", "'s", "he", "doing", "\\?"]),
+    ("They don't, won't! (really)", ["they", "do", "n't", ",", "wo", "n't", "!", "\\(", "really", "\\)"]),
+    ("we've we're I'd you'll", ["we", "'ve", "we", "'re", "i", "'d", "you", "'ll"]),
+    ('respond "no" -- ok; fine.', ["respond", "no", "ok", "fine"]),
+    ("snake_case and `tick`", ["snake_case", "and", "`tick`"]),
+    ("FRAMEQAorter  in   SPACE", ["frameqaorter", "in", "space"]),
+    ("", []),
+])
+def test_tokenize_official_rules(text: str, tokens: list[str]) -> None:
+    assert tgifqa.tokenize(text) == tokens
+
+
+# --- vocabularies ---------------------------------------------------------------------------------
+
+
+def test_vocab_basics() -> None:
+    v = Vocab.build([["b", "a", "b"], ["c", "b", "a"]])
+    assert v.itos == ["<pad>", "<unk>", "b", "a", "c"]  # by frequency, ties alphabetical
+    assert v.encode(["a", "zzz", "c"]) == [3, 1, 4]
+    assert v.encode("b") == 2 and v.encode("nope") == Vocab.UNK_INDEX == 1
+    assert "a" in v and "zzz" not in v and len(v) == 5
+    assert Vocab.from_dict(json.loads(json.dumps(v.to_dict()))) == v
+    assert Vocab.build([["a", "b", "a"]], min_count=2).itos == ["<pad>", "<unk>", "a"]
+    assert Vocab.build([["a"]], specials=["<eos>"]).itos == ["<pad>", "<unk>", "<eos>", "a"]
+    with pytest.raises(ValueError, match="must start with"):
+        Vocab(["a", "b"])
+    with pytest.raises(ValueError):
+        Vocab.from_dict({"words": []})
+
+
+def test_word_vocab_train_only_and_sources(fixture_root: Path) -> None:
+    train = tgifqa.load(fixture_root, "count", "train")
+    vocab = tgifqa.build_word_vocab(train)
+    assert "jump" in vocab and "'s" in vocab
+    test = tgifqa.load(fixture_root, "action", "test")
+    assert "clap" not in vocab  # test words are never added
+    assert vocab.encode(tgifqa.tokenize(test[0].candidates[3])) == [1, 1]
+    mc_vocab = tgifqa.build_word_vocab(test)  # action: question + candidates
+    assert {"clap", "hands", "love"} <= set(mc_vocab.itos)
+    fq_vocab = tgifqa.build_word_vocab(tgifqa.load(fixture_root, "frameqa", "test"))
+    assert "guitar" in fq_vocab and "sitting" in fq_vocab  # question + answer
+    assert "runs" not in fq_vocab  # only in a description, which is not used
+
+
+def test_answer_vocab_unseen_is_unk(fixture_root: Path) -> None:
+    records = tgifqa.load(fixture_root, "frameqa", "test")
+    train, test = records[:3], records[3:]
+    answers = tgifqa.build_answer_vocab(train)
+    assert answers.itos[2:] == ["brown", "guitar", "two"]
+    assert answers.encode(test[0].answer) == Vocab.UNK_INDEX  # "car" never seen in train
+    with pytest.raises(ValueError, match="FrameQA"):
+        tgifqa.build_answer_vocab(tgifqa.load(fixture_root, "count", "train"))
+
+
+# --- validation split -----------------------------------------------------------------------------
+
+
+def _records(n_gifs: int, per_gif: int = 2) -> list[QARecord]:
+    return [QARecord("count", f"COUNT{k}_{i}", k, f"gif{k}", "q ?", 2)
+            for k in range(100, 100 + n_gifs) for i in range(per_gif)]
+
+
+def test_split_by_gif_and_deterministic() -> None:
+    records = _records(200)
+    train, val = tgifqa.split_validation(records, fraction=0.1, seed=0)
+    val_keys = {r.key for r in val}
+    assert len(val_keys) == 20 and len(val) == 40
+    assert not val_keys & {r.key for r in train}  # all questions of a GIF stay together
+    assert len(train) + len(val) == len(records)
+    shuffled = records[:]
+    random.Random(1).shuffle(shuffled)
+    assert {r.key for r in tgifqa.split_validation(shuffled, 0.1, 0)[1]} == val_keys  # row order irrelevant
+    assert {r.key for r in tgifqa.split_validation(records, 0.1, 1)[1]} != val_keys  # the seed matters
+    assert [r.qid for r in train] == [r.qid for r in records if r.key not in val_keys]  # order kept
+
+
+def test_split_save_load(tmp_path: Path) -> None:
+    records = _records(50, 1)
+    keys = tgifqa.validation_keys([r.key for r in records], 0.1, seed=3)
+    path = tmp_path / "split.json"
+    tgifqa.save_split(path, keys, seed=3, fraction=0.1)
+    assert tgifqa.load_split(path) == keys
+    assert json.loads(path.read_text())["seed"] == 3
+    assert tgifqa.apply_split(records, tgifqa.load_split(path)) == tgifqa.split_validation(records, 0.1, 3)
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="not a stqa-val-split"):
+        tgifqa.load_split(path)
+    path.write_text("nonsense")
+    with pytest.raises(ValueError, match="not a JSON"):
+        tgifqa.load_split(path)
+    with pytest.raises(ValueError, match="fraction"):
+        tgifqa.validation_keys([1, 2], fraction=1.5)
