@@ -235,7 +235,7 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
                     if index == 0:
                         result.width, result.height = frame.width, frame.height
                 if frame.time is not None and frame.time > limits.max_duration_s:
-                    raise VideoTooLong(f"{label}: video runs past {frame.time:.1f} s, over the limit "
+                    raise VideoTooLong(f"{label}: video runs past {frame.time:.2f} s, over the limit "
                                        f"max_duration_s={limits.max_duration_s:g}")
                 if keep_all:
                     result.rgb.append(_rgb(frame, result))
