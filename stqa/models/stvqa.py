@@ -126,6 +126,14 @@ class _StackedLSTM(nn.Module):
         [N, L, layers*H] or None, final (h, c) per layer, each [N, H])."""
         total = inputs.shape[1]
         lengths_cpu = lengths.detach().to("cpu", torch.int64)
+        if inputs.device.type == "cpu" and torch.backends.mkldnn.enabled:
+            # oneDNN's LSTM is ~10x slower than ATen's on packed sequences (forward and backward);
+            # the choice is made at forward time, so the backward follows it.
+            torch.backends.mkldnn.enabled = False
+            try:
+                return self.forward(inputs, lengths, state, return_outputs)
+            finally:
+                torch.backends.mkldnn.enabled = True
         x = inputs
         finals: list[tuple[torch.Tensor, torch.Tensor]] = []
         outputs: list[torch.Tensor] = []
@@ -164,7 +172,8 @@ class STVQA(nn.Module):
         if config.backbone is not None:
             from stqa.models.backbone import build_backbone
 
-            self.backbone = build_backbone(config.backbone)
+            # Channels-last activations run the CPU (oneDNN) convolutions ~4x faster, GPU ones no slower.
+            self.backbone = build_backbone(config.backbone).to(memory_format=torch.channels_last)
             if int(self.backbone.out_channels) != config.feature_dim:
                 raise ValueError(
                     f"backbone {config.backbone!r} gives {self.backbone.out_channels} channels but "
@@ -212,7 +221,7 @@ class STVQA(nn.Module):
         if self.backbone is None:
             raise ValueError("this model has no backbone; give it features, not frames")
         b, t = frames.shape[:2]
-        feats = self.backbone(frames[frame_mask])
+        feats = self.backbone(frames[frame_mask].contiguous(memory_format=torch.channels_last))
         out = feats.new_zeros((b, t, *feats.shape[1:]))
         out[frame_mask] = feats
         return out
@@ -225,12 +234,14 @@ class STVQA(nn.Module):
         frame_mask: torch.Tensor,
         features: torch.Tensor | None = None,
         frames: torch.Tensor | None = None,
+        clip_index: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Score one single-task batch.
 
         ``tokens`` [B, L] ([B, 5, L] for action/transition: "question + candidate" per candidate),
-        ``token_lengths`` [B] ([B, 5]), all >= 1; ``frame_mask`` [B, T] bool (True = real frame, at
-        least one per clip); exactly one of ``features`` [B, T, 7, 7, C] or ``frames`` [B, T, 3, S, S].
+        ``token_lengths`` [B] ([B, 5]), all >= 1; ``frame_mask`` [V, T] bool (True = real frame, at
+        least one per clip); exactly one of ``features`` [V, T, 7, 7, C] or ``frames`` [V, T, 3, S, S].
+        ``clip_index`` [B] says which clip each question is about (default: question i <-> clip i, V = B).
         """
         if task not in self.heads:
             raise ValueError(f"task {task!r} is not served by this model (tasks: {', '.join(self.heads)})")
@@ -243,7 +254,13 @@ class STVQA(nn.Module):
             raise ValueError(
                 f"features must be [B, T, 7, 7, {self.config.feature_dim}], got {tuple(features.shape)}"
             )
-        b, t = features.shape[:2]
+        if frame_mask.shape != features.shape[:2]:
+            raise ValueError(f"frame_mask {tuple(frame_mask.shape)} does not match the clips {tuple(features.shape[:2])}")
+        if bool((frame_mask.sum(1) < 1).any()):
+            raise ValueError("every clip needs at least one real frame")
+        t = features.shape[1]
+        rows = clip_index if clip_index is not None else torch.arange(features.shape[0], device=features.device)
+        b = rows.shape[0]
         mc = task in MC_TASKS
         if mc:
             if tokens.dim() != 3 or tokens.shape[1] != NUM_CANDIDATES:
@@ -252,28 +269,32 @@ class STVQA(nn.Module):
             tokens = tokens.reshape(b * k, -1)
             token_lengths = token_lengths.reshape(b * k)
             # The five (video, question+candidate) pairs are independent sequences (an "aggregated" 5B batch).
-            rep = torch.arange(b, device=features.device).repeat_interleave(k)
-            features = features[rep]
-            frame_mask = frame_mask[rep]
+            rows = rows.repeat_interleave(k)
         else:
             k = 1
-        n = tokens.shape[0]
-        if n != features.shape[0]:
-            raise ValueError(f"batch size mismatch: {n} questions for {features.shape[0]} clips")
-        if bool((token_lengths < 1).any()) or bool((frame_mask.sum(1) < 1).any()):
-            raise ValueError("every question needs >= 1 token and every clip >= 1 real frame")
-        frame_lengths = frame_mask.sum(1)
+        if tokens.shape[0] != rows.shape[0]:
+            raise ValueError(f"batch size mismatch: {tokens.shape[0] // k} questions for {rows.shape[0] // k} clips")
+        if bool((token_lengths < 1).any()):
+            raise ValueError("every question needs at least one token")
         embedded = self.dropout(self.embedding(tokens))
 
         spatial_w = None
         if self.spatial_attention is not None:
+            # The spatial query comes from the text, so each (question, candidate) reads its own video pass.
+            features, frame_mask = features[rows], frame_mask[rows]
             _, text_only = self.text_lstm(embedded, token_lengths)
-            attended, spatial_w = self.spatial_attention(features, _state_vector(text_only), frame_mask)
-            video_in = attended
+            video_in, spatial_w = self.spatial_attention(features, _state_vector(text_only), frame_mask)
+            memory, video_final = self.video_lstm(
+                self.dropout(video_in), frame_mask.sum(1), return_outputs=self.config.temporal
+            )
         else:
-            video_in = features.mean(dim=(2, 3))
-        video_in = self.dropout(video_in)
-        memory, video_final = self.video_lstm(video_in, frame_lengths, return_outputs=self.config.temporal)
+            # Without spatial attention the video pass does not depend on the text: run it once per clip.
+            memory, video_final = self.video_lstm(
+                self.dropout(features.mean(dim=(2, 3))), frame_mask.sum(1), return_outputs=self.config.temporal
+            )
+            frame_mask = frame_mask[rows]
+            memory = memory[rows] if memory is not None else None
+            video_final = [(h[rows], c[rows]) for h, c in video_final]
         _, text_final = self.text_lstm(embedded, token_lengths, state=video_final)
         h_q = _state_vector(text_final)
 
@@ -297,6 +318,37 @@ class STVQA(nn.Module):
             if spatial_w is not None:
                 spatial_w = spatial_w.reshape(b, k, t, -1)
         return ModelOutput(scores=scores, temporal_attention=temporal_w, spatial_attention=spatial_w)
+
+    def forward_tasks(
+        self,
+        inputs: dict[str, dict[str, torch.Tensor]],
+        frame_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+    ) -> dict[str, ModelOutput]:
+        """Questions of several tasks about one batch of clips: the backbone runs once per clip.
+
+        ``inputs[task]`` holds ``tokens``, ``token_lengths`` and ``clip_index`` (see :meth:`forward`).
+        """
+        if frames is not None:
+            features = self.encode_frames(frames, frame_mask)
+        return {
+            task: self.forward(
+                task, x["tokens"], x["token_lengths"], frame_mask, features=features, clip_index=x["clip_index"]
+            )
+            for task, x in inputs.items()
+        }
+
+
+class MultiTaskStep(nn.Module):
+    """``forward`` = :meth:`STVQA.forward_tasks`, so DistributedDataParallel can wrap a multi-task step."""
+
+    def __init__(self, model: STVQA) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, frame_mask, features=None, frames=None) -> dict[str, ModelOutput]:
+        return self.model.forward_tasks(inputs, frame_mask, features=features, frames=frames)
 
 
 def task_loss(task: str, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,285 @@
+"""Torch-side data for training and evaluation: encoded questions, clips, collation, batch schedules.
+
+A clip comes from one of two sources with the same interface (``clip(record) -> tensor [t, ...]``,
+unpadded, ``t <= num_frames``):
+  - :class:`FeatureClips`: per-key ``[t, 7, 7, C]`` arrays from the HDF5 feature store;
+  - :class:`FrameClips`: the video file decoded, sampled and transformed to ``[t, 3, S, S]`` for a
+    backbone trained end to end. Decoding is the slow part, so transformed clips are cached in memory
+    (float16) after the first use; the cache is keyed by the video, so tasks sharing a GIF share it.
+
+Collation right-pads clips to ``num_frames`` with a validity mask (:func:`stqa.video.pad_clip`) and
+questions to the longest one in the batch with their lengths, so nothing downstream treats padding as data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stqa.data.tgifqa import QARecord, Vocab, mc_texts, tokenize
+from stqa.video.transforms import pad_clip
+
+MC_TASKS = ("action", "transition")
+MAX_QUESTION_LEN = 35  # the official max_sequence_length (longest TGIF-QA question: 31 tokens)
+
+
+def encode_text(vocab: Vocab, text: str, max_len: int = MAX_QUESTION_LEN) -> list[int]:
+    """Token ids of ``text`` (unknown words -> ``<unk>``), truncated to ``max_len``; never empty."""
+    ids = vocab.encode(tokenize(text))[:max_len]
+    if not ids:
+        raise ValueError(f"question {text!r} has no tokens")
+    return ids
+
+
+def answer_target(record: QARecord, answer_vocab: Vocab | None) -> int:
+    """The training/evaluation target of a record: candidate index, count, or answer-vocab index."""
+    if record.task in MC_TASKS:
+        return int(record.answer)
+    if record.task == "count":
+        return int(record.answer)
+    if answer_vocab is None:
+        raise ValueError("frameqa records need the answer vocabulary")
+    return answer_vocab.encode(str(record.answer))
+
+
+class FeatureClips:
+    """Clips from an HDF5 feature store (:class:`stqa.data.features.FeatureStore`)."""
+
+    kind = "features"
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.spec = store.spec
+        self.num_frames = int(store.spec.num_frames)
+
+    def clip(self, record: QARecord) -> torch.Tensor:
+        key = str(record.key)
+        try:
+            arr = self.store[key]
+        except KeyError as err:
+            raise KeyError(f"feature store has no clip for key {key!r} ({record.gif_name})") from err
+        return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+    def preload(self, records: Sequence[QARecord], desc: str = "features") -> None:
+        """Nothing to do: HDF5 reads are cheap compared with decoding."""
+
+
+class FrameClips:
+    """Clips decoded from video files ``<videos_dir>/<gif_name>.gif`` (or ``.mp4``/... if present).
+
+    ``spec`` is the model's :class:`~stqa.data.features.FeatureSpec` (num_frames, policy, image_size).
+    Thread-safe; decoded clips are cached (float16) so every epoch after the first skips decoding.
+    """
+
+    kind = "frames"
+    EXTENSIONS = (".gif", ".mp4", ".webm", ".avi", ".mov", ".mkv")
+
+    def __init__(self, videos_dir: str | Path, spec, limits=None, cache: bool = True) -> None:
+        self.videos_dir = Path(videos_dir)
+        if not self.videos_dir.is_dir():
+            raise FileNotFoundError(f"videos directory {self.videos_dir} does not exist")
+        self.spec = spec
+        self.num_frames = int(spec.num_frames)
+        self.limits = limits
+        self._cache: dict[str, torch.Tensor] | None = {} if cache else None
+        self._lock = threading.Lock()
+
+    def path_for(self, record: QARecord) -> Path:
+        for ext in self.EXTENSIONS:
+            path = self.videos_dir / f"{record.gif_name}{ext}"
+            if path.exists():
+                return path
+        raise FileNotFoundError(f"no video for {record.gif_name!r} in {self.videos_dir} (tried {', '.join(self.EXTENSIONS)})")
+
+    def load(self, source) -> torch.Tensor:
+        """Decode + sample + transform one video: ``[t, 3, S, S]`` float32."""
+        from stqa.video import VideoLimits, decode_video, frames_to_tensor
+
+        decoded = decode_video(
+            source, self.num_frames, limits=self.limits or VideoLimits(), policy=self.spec.policy
+        )
+        return frames_to_tensor(decoded.frames, int(self.spec.image_size))
+
+    def clip(self, record: QARecord) -> torch.Tensor:
+        name = str(record.gif_name)
+        if self._cache is not None:
+            with self._lock:
+                hit = self._cache.get(name)
+            if hit is not None:
+                return hit.float()
+        x = self.load(self.path_for(record))
+        if self._cache is not None:
+            with self._lock:
+                self._cache[name] = x.half()
+        return x
+
+    def preload(self, records: Sequence[QARecord], desc: str = "decoding") -> None:
+        """Decode every distinct video of ``records`` once (with a progress bar)."""
+        from tqdm import tqdm
+
+        seen: dict[str, QARecord] = {}
+        for r in records:
+            seen.setdefault(str(r.gif_name), r)
+        for r in tqdm(list(seen.values()), desc=desc, unit="video", leave=False):
+            self.clip(r)
+
+
+class QADataset(torch.utils.data.Dataset):
+    """One task's records, encoded: item = dict(index, tokens, lengths, target, clip)."""
+
+    def __init__(
+        self,
+        records: Sequence[QARecord],
+        task: str,
+        word_vocab: Vocab,
+        answer_vocab: Vocab | None,
+        clips,
+        max_question_len: int = MAX_QUESTION_LEN,
+    ) -> None:
+        bad = [r.qid for r in records if r.task != task]
+        if bad:
+            raise ValueError(f"records of another task in the {task} dataset: {bad[:3]}")
+        self.records = list(records)
+        self.task = task
+        self.clips = clips
+        self.tokens: list[list[list[int]]] = []
+        for r in self.records:
+            texts = mc_texts(r) if task in MC_TASKS else [r.question]
+            self.tokens.append([encode_text(word_vocab, t, max_question_len) for t in texts])
+        self.targets = [answer_target(r, answer_vocab) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "index": index,
+            "tokens": self.tokens[index],
+            "target": self.targets[index],
+            "clip": self.clips.clip(self.records[index]),
+        }
+
+
+def collate_text(items: Sequence[dict], task: str) -> dict:
+    """Questions of one task: ``tokens`` [B, L] ([B, 5, L] for multiple choice), ``token_lengths``,
+    ``target``, ``index``."""
+    max_len = max(len(ids) for it in items for ids in it["tokens"])
+    k = len(items[0]["tokens"])
+    tokens = torch.zeros((len(items), k, max_len), dtype=torch.long)
+    lengths = torch.zeros((len(items), k), dtype=torch.long)
+    for i, it in enumerate(items):
+        for j, ids in enumerate(it["tokens"]):
+            tokens[i, j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            lengths[i, j] = len(ids)
+    if task not in MC_TASKS:
+        tokens, lengths = tokens[:, 0], lengths[:, 0]
+    return {
+        "tokens": tokens,
+        "token_lengths": lengths,
+        "target": torch.tensor([it["target"] for it in items], dtype=torch.long),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+    }
+
+
+def collate(items: Sequence[dict], task: str, num_frames: int, clip_kind: str) -> dict:
+    """Stack single-task items into a model batch: :func:`collate_text` plus ``frame_mask`` [B, T] and
+    ``features`` or ``frames`` (each question with its own clip)."""
+    batch = collate_text(items, task)
+    clips, masks = zip(*(pad_clip(it["clip"], num_frames) for it in items), strict=True)
+    batch["frame_mask"] = torch.stack(masks)
+    batch["features" if clip_kind == "features" else "frames"] = torch.stack(clips)
+    return batch
+
+
+def video_groups(datasets: dict[str, QADataset]) -> dict[int, list[tuple[str, int]]]:
+    """GIF key -> the (task, item index) of every question about it, over all tasks."""
+    groups: dict[int, list[tuple[str, int]]] = {}
+    for task in sorted(datasets):
+        for i, r in enumerate(datasets[task].records):
+            groups.setdefault(int(r.key), []).append((task, i))
+    return groups
+
+
+def training_schedule(
+    groups: dict[int, list[tuple[str, int]]], batch_size: int, seed: int, epoch: int, world_size: int = 1
+) -> list[list[int]]:
+    """The epoch's steps as lists of GIF keys: keys shuffled, then cut so each step holds about
+    ``batch_size`` questions (all tasks together; a video's questions are never split, so its clip is
+    encoded once per step). Deterministic in (seed, epoch) and the same on every rank; rank r trains on
+    ``keys[r::world_size]``. A last step with fewer keys than ``world_size`` is dropped.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    keys = sorted(groups)
+    order = [keys[i] for i in torch.randperm(len(keys), generator=gen).tolist()]
+    steps: list[list[int]] = []
+    current: list[int] = []
+    n_questions = 0
+    for key in order:
+        current.append(key)
+        n_questions += len(groups[key])
+        if n_questions >= batch_size:
+            steps.append(current)
+            current, n_questions = [], 0
+    if len(current) >= world_size and current:
+        steps.append(current)
+    return steps
+
+
+def make_step_batch(datasets: dict[str, QADataset], groups: dict[int, list[tuple[str, int]]],
+                    keys: Sequence[int]) -> dict:
+    """A multi-task batch for :meth:`stqa.models.stvqa.STVQA.forward_tasks`: one padded clip per key
+    (``frames`` or ``features`` [V, T, ...], ``frame_mask`` [V, T]) and per task ``tokens``,
+    ``token_lengths``, ``clip_index`` (row of its clip) and ``target``."""
+    any_ds = next(iter(datasets.values()))
+    clips, masks = [], []
+    per_task: dict[str, list[tuple[int, dict]]] = {}
+    for row, key in enumerate(keys):
+        members = groups[key]
+        task0, i0 = members[0]
+        clip, mask = pad_clip(any_ds.clips.clip(datasets[task0].records[i0]), any_ds.clips.num_frames)
+        clips.append(clip)
+        masks.append(mask)
+        for task, i in members:
+            per_task.setdefault(task, []).append((row, _item(datasets[task], i)))
+    inputs, targets = {}, {}
+    for task, rows in per_task.items():
+        sub = collate_text([it for _, it in rows], task)
+        sub["clip_index"] = torch.tensor([row for row, _ in rows], dtype=torch.long)
+        targets[task] = sub.pop("target")
+        inputs[task] = sub
+    batch = {"inputs": inputs, "targets": targets, "frame_mask": torch.stack(masks)}
+    batch["features" if any_ds.clips.kind == "features" else "frames"] = torch.stack(clips)
+    return batch
+
+
+def _item(dataset: QADataset, index: int) -> dict:
+    """An item without its clip (the step batch loads each clip once)."""
+    return {"index": index, "tokens": dataset.tokens[index], "target": dataset.targets[index]}
+
+
+def evaluation_batches(size: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[list[int]]:
+    """This rank's share of ``range(size)`` in batches: a strided shard without padding, so over all
+    ranks every item appears exactly once."""
+    mine = list(range(rank, size, world_size))
+    for start in range(0, len(mine), batch_size):
+        yield mine[start : start + batch_size]
+
+
+def make_batch(dataset: QADataset, indices: Sequence[int]) -> dict:
+    """Collate ``dataset[indices]`` into a model batch."""
+    return collate([dataset[i] for i in indices], dataset.task, dataset.clips.num_frames, dataset.clips.kind)
+
+
+def model_inputs(batch: dict, device: torch.device | str) -> dict:
+    """The keyword arguments of :meth:`stqa.models.stvqa.STVQA.forward` from a collated batch."""
+    out = {k: batch[k].to(device) for k in ("tokens", "token_lengths", "frame_mask")}
+    for k in ("features", "frames"):
+        if k in batch:
+            out[k] = batch[k].to(device)
+    return out

@@ -1,0 +1,239 @@
+"""Predictor: a checkpoint turned into answers (with attention maps), shared by evaluation and the server.
+
+    predictor = Predictor.load()                        # the bundled model (stqa/assets/default)
+    video = predictor.prepare_video(open("x.gif", "rb").read())
+    [p] = predictor.predict([Query("count", "how many times does the square jump ?", video)])
+
+``prepare_video`` is CPU-only and thread-safe (decode + sample + transform); ``predict`` runs one
+batched forward per task present in the queries.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stqa.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from stqa.models.stvqa import MC_TASKS, NUM_CANDIDATES, STVQA, ModelConfig
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default"
+TOP_K = 5
+
+
+def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu"):
+    """(model in eval mode, word vocab, answer vocab or None, FeatureSpec) from a loaded checkpoint."""
+    from stqa.data.features import FeatureSpec
+    from stqa.data.tgifqa import Vocab
+
+    try:
+        model_cfg = ModelConfig.from_dict(ckpt.config["model"])
+        word_vocab = Vocab.from_dict(ckpt.config["word_vocab"])
+        answer_vocab = Vocab.from_dict(ckpt.config["answer_vocab"]) if ckpt.config.get("answer_vocab") else None
+        spec = FeatureSpec(**ckpt.config["feature_spec"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path / 'config.json'} is incomplete or invalid: {err}") from err
+    model = STVQA(model_cfg)
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {ckpt.path} do not fit the model config: {err}") from err
+    model.to(device).eval()
+    return model, word_vocab, answer_vocab, spec
+
+
+@dataclass
+class PreparedVideo:
+    """A clip ready for the model: ``frames`` [T, 3, S, S] (right-padded), ``mask`` [T] (True = real
+    frame), ``frame_indices`` (which decoded frames were used), ``n_frames`` (decoded frame count)."""
+
+    frames: torch.Tensor
+    mask: torch.Tensor
+    frame_indices: list[int]
+    n_frames: int
+
+
+@dataclass
+class Query:
+    task: str
+    question: str
+    video: PreparedVideo
+    candidates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """One answer. ``answer_index`` is the chosen candidate (-1 unless multiple choice); ``count`` the raw
+    regression value (count only); ``top_k`` (answer, probability) best first; attention maps over the
+    clip's T steps (None for variants without that attention; for multiple choice, the chosen
+    candidate's maps)."""
+
+    task: str
+    answer: str
+    answer_index: int
+    count: float | None
+    confidence: float
+    top_k: list[tuple[str, float]]
+    temporal_attention: np.ndarray | None
+    spatial_attention: np.ndarray | None
+
+
+def count_confidence(raw: float) -> float:
+    """How far the regression value is from a rounding boundary: 1 at an integer, 0 half-way between
+    two (values outside [1, 10] clip to the end points, so they count as certain there)."""
+    clipped = min(max(raw, 1.0), 10.0)
+    return float(max(0.0, 1.0 - 2.0 * abs(clipped - round(clipped))))
+
+
+class Predictor:
+    """Answers questions about videos with a trained ST-VQA checkpoint."""
+
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu") -> None:
+        from stqa.data.dataset import MAX_QUESTION_LEN
+
+        self.device = torch.device(device)
+        self.model, self.word_vocab, self.answer_vocab, self.spec = model_from_checkpoint(ckpt, self.device)
+        self.tasks: list[str] = list(self.model.config.tasks)
+        self.model_version: str = ckpt.model_version
+        self.num_frames: int = int(self.spec.num_frames)
+        self.max_question_len = int(ckpt.config.get("max_question_len", MAX_QUESTION_LEN))
+        self.checkpoint_path = ckpt.path
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Predictor:
+        """Load a checkpoint directory (or run directory); None = the bundled default model."""
+        if path is None:
+            if not (BUNDLED_MODEL / "config.json").is_file():
+                raise CheckpointError(f"the bundled model is missing from {BUNDLED_MODEL} (run `make model`)")
+            path = BUNDLED_MODEL
+        return cls(load_checkpoint(path), device)
+
+    def prepare_video(self, source: bytes | str | Path, limits=None) -> PreparedVideo:
+        """Decode, sample and transform a video (bytes or a path) for this model. CPU only, thread-safe.
+
+        Raises the :mod:`stqa.video` ``VideoError`` subclasses for undecodable or over-limit input.
+        """
+        from stqa.video import VideoLimits, decode_video, frames_to_tensor, pad_clip
+
+        if self.model.backbone is None:
+            raise ValueError(
+                f"model {self.model_version} reads precomputed {self.spec.backbone} features and has no "
+                "backbone to run on raw video; serve a model trained end to end (e.g. the bundled one)"
+            )
+        decoded = decode_video(source, self.num_frames, limits=limits or VideoLimits(), policy=self.spec.policy)
+        frames = frames_to_tensor(decoded.frames, int(self.spec.image_size))
+        padded, mask = pad_clip(frames, self.num_frames)
+        return PreparedVideo(
+            frames=padded, mask=mask, frame_indices=[int(i) for i in decoded.indices], n_frames=int(decoded.n_frames)
+        )
+
+    def _validate(self, q: Query) -> None:
+        if not isinstance(q, Query):
+            raise ValueError(f"queries must be stqa.inference.Query objects, got {type(q).__name__}")
+        if q.task not in ("count", "action", "transition", "frameqa"):
+            raise ValueError(f"unknown task {q.task!r}; expected count, action, transition or frameqa")
+        if q.task not in self.tasks:
+            raise ValueError(f"task {q.task!r} is not served by model {self.model_version} (tasks: {', '.join(self.tasks)})")
+        if not isinstance(q.question, str) or not q.question.strip():
+            raise ValueError("empty question")
+        n_cand = len(q.candidates)
+        if q.task in MC_TASKS:
+            if n_cand != NUM_CANDIDATES:
+                raise ValueError(f"task {q.task!r} needs exactly {NUM_CANDIDATES} candidates, got {n_cand}")
+            if any(not isinstance(c, str) or not c.strip() for c in q.candidates):
+                raise ValueError(f"task {q.task!r}: every candidate must be a non-empty string")
+        elif n_cand:
+            raise ValueError(f"task {q.task!r} takes no candidates, got {n_cand}")
+        if not isinstance(q.video, PreparedVideo):
+            raise ValueError("query.video must be a PreparedVideo (use Predictor.prepare_video)")
+        expected = (self.num_frames, 3, int(self.spec.image_size), int(self.spec.image_size))
+        if tuple(q.video.frames.shape) != expected or tuple(q.video.mask.shape) != (self.num_frames,):
+            raise ValueError(
+                f"video frames must be {list(expected)} with mask [{self.num_frames}], got "
+                f"{list(q.video.frames.shape)} / {list(q.video.mask.shape)}"
+            )
+        if not bool(q.video.mask.any()):
+            raise ValueError("video has no real frames")
+
+    def _encode(self, text: str) -> list[int]:
+        from stqa.data.dataset import encode_text
+
+        return encode_text(self.word_vocab, text, self.max_question_len)
+
+    def predict(self, queries: list[Query]) -> list[Prediction]:
+        """Answer ``queries`` (any mix of tasks): one batched forward per task, results in query order."""
+        for q in queries:
+            self._validate(q)
+        results: list[Prediction | None] = [None] * len(queries)
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q.task, []).append(i)
+        for task, idxs in groups.items():
+            group = [queries[i] for i in idxs]
+            for i, p in zip(idxs, self._predict_task(task, group), strict=True):
+                results[i] = p
+        return results  # type: ignore[return-value]
+
+    def _predict_task(self, task: str, group: list[Query]) -> list[Prediction]:
+        mc = task in MC_TASKS
+        seqs = [[self._encode(f"{q.question} {c}") for c in q.candidates] if mc else [self._encode(q.question)] for q in group]
+        max_len = max(len(s) for ss in seqs for s in ss)
+        k = NUM_CANDIDATES if mc else 1
+        tokens = torch.zeros((len(group), k, max_len), dtype=torch.long)
+        lengths = torch.zeros((len(group), k), dtype=torch.long)
+        for i, ss in enumerate(seqs):
+            for j, s in enumerate(ss):
+                tokens[i, j, : len(s)] = torch.tensor(s)
+                lengths[i, j] = len(s)
+        if not mc:
+            tokens, lengths = tokens[:, 0], lengths[:, 0]
+        frames = torch.stack([q.video.frames for q in group]).to(self.device)
+        mask = torch.stack([q.video.mask for q in group]).to(self.device)
+        with self._lock, torch.inference_mode():
+            out = self.model(task, tokens.to(self.device), lengths.to(self.device), mask, frames=frames)
+        scores = out.scores.float().cpu()
+        tw = out.temporal_attention.float().cpu() if out.temporal_attention is not None else None
+        sw = out.spatial_attention.float().cpu() if out.spatial_attention is not None else None
+        preds = []
+        for i, q in enumerate(group):
+            t_att = tw[i] if tw is not None else None
+            s_att = sw[i] if sw is not None else None
+            if mc:
+                probs = torch.softmax(scores[i], dim=0)
+                best = int(torch.argmax(scores[i]))
+                order = torch.argsort(probs, descending=True, stable=True).tolist()
+                answer, index, count = q.candidates[best], best, None
+                confidence = float(probs[best])
+                top_k = [(q.candidates[j], float(probs[j])) for j in order]
+                t_att = t_att[best] if t_att is not None else None
+                s_att = s_att[best] if s_att is not None else None
+            elif task == "count":
+                from stqa.metrics import count_prediction
+
+                raw = float(scores[i])
+                value = int(count_prediction(raw))
+                answer, index, count = str(value), -1, raw
+                confidence = count_confidence(raw)
+                top_k = [(answer, confidence)]
+            else:
+                logits = scores[i].clone()
+                logits[:2] = float("-inf")  # <pad>/<unk> are never answers
+                probs = torch.softmax(logits, dim=0)
+                top = torch.topk(probs, min(TOP_K, len(probs) - 2))
+                best = int(top.indices[0])
+                answer, index, count = self.answer_vocab.itos[best], -1, None
+                confidence = float(top.values[0])
+                top_k = [(self.answer_vocab.itos[int(j)], float(v)) for v, j in zip(top.values, top.indices, strict=True)]
+            side = int(round(s_att.shape[-1] ** 0.5)) if s_att is not None else 0
+            preds.append(
+                Prediction(
+                    task=task, answer=answer, answer_index=index, count=count, confidence=confidence, top_k=top_k,
+                    temporal_attention=t_att.numpy() if t_att is not None else None,
+                    spatial_attention=s_att.reshape(s_att.shape[0], side, side).numpy() if s_att is not None else None,
+                )
+            )
+        return preds
