@@ -368,11 +368,13 @@ class VideoQAService:
                 raise RuntimeError("the predictor returned no attention although the model has it")
             temporal = np.asarray(prediction.temporal_attention, dtype=np.float32)[:n_valid]
             spatial = np.asarray(prediction.spatial_attention, dtype=np.float32)[:n_valid]
-            if temporal.shape != (n_valid,) or spatial.shape != (n_valid, 7, 7):
+            grid = spatial.shape[-1] if spatial.ndim == 3 else 0
+            if temporal.shape != (n_valid,) or spatial.shape != (n_valid, grid, grid) or grid == 0:
                 raise RuntimeError(f"attention shapes {temporal.shape}, {spatial.shape} do not match "
                                    f"{n_valid} sampled frames")
             response.temporal_attention.extend(temporal.tolist())
             response.spatial_attention.extend(spatial.reshape(-1).tolist())
+            response.attention_grid = grid
         stages = result.stage_s
         t = response.timings
         t.decode_ms = decode_s * 1000.0
