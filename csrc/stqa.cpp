@@ -18,7 +18,11 @@ std::map<std::string, py::object> build_info() {
   info["torch_version"] = py::str(STQA_TORCH_VERSION);
   info["cxx_compiler"] = py::str(STQA_CXX_COMPILER);
   info["cxx_standard"] = py::int_(__cplusplus);
-  info["cpu_capability"] = py::str(stqa::cpu::capability());
+  try {
+    info["cpu_capability"] = py::str(stqa::cpu::capability());
+  } catch (const std::exception& e) {  // e.g. STQA_CPU_CAPABILITY names an ISA this CPU lacks
+    info["cpu_capability"] = py::str(std::string("unavailable: ") + e.what());
+  }
 #ifdef _OPENMP
   info["openmp"] = py::bool_(true);
 #else

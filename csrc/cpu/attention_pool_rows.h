@@ -134,10 +134,12 @@ STQA_INLINE float tanh_fast(float x) {
   p = p * x2 - 1.0f / 3.0f;
   const float small = x + x * x2 * p;
   const float ax = std::fabs(x);
-  const float z = ax > 9.0f ? 9.0f : ax;
+  const float z = std::min(ax, 9.0f);  // NaN stays NaN (min returns its first argument then)
   const float large = std::copysign(1.0f - 2.0f / (exp_small_nonneg(2.0f * z) + 1.0f), x);
-  const float t = ax < 0.4f ? small : large;
-  return x != x ? x : t;
+  // An arithmetic blend rather than `cond ? small : large`: gcc if-converts it (with
+  // -fno-trapping-math) where the two-armed select leaves a branch that blocks vectorisation.
+  const float use_small = ax < 0.4f ? 1.0f : 0.0f;
+  return large + use_small * (small - large);
 }
 
 STQA_INLINE float tanh_acc(float x) { return tanh_fast(x); }
