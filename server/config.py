@@ -35,7 +35,7 @@ class ServerConfig:
     max_queue: int = 64
     decode_workers: int = 2
     max_batch_size: int = 16
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = 2.0
     grace_s: float = 10.0
     reflection: bool = True
     metrics_port: int | None = 9464

@@ -113,10 +113,10 @@ async def serve(config: ServerConfig) -> int:
     server = VideoQAServer(config)
     port = await server.start()
     scheme = "grpcs" if config.tls_cert else "grpc"
-    # One parseable line on stdout (tests and scripts/demo.py read the port from it).
-    print(f"stqa serve: listening on {config.host}:{port} ({scheme})", flush=True)
-    if server.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics", config.metrics_host or config.host, server.metrics_port)
+    metrics = "off" if server.metrics_port is None else \
+        f"http://{config.metrics_host or config.host}:{server.metrics_port}/metrics"
+    # One parseable line on stdout (tests, scripts/demo.py and the benchmark read the ports from it).
+    print(f"stqa serve: listening on {config.host}:{port} ({scheme}); metrics {metrics}", flush=True)
 
     load = asyncio.ensure_future(server.wait_ready())
     stopped = asyncio.ensure_future(stop.wait())

@@ -93,6 +93,7 @@ class ServeProcess:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r} {''.join(self.stderr_lines[-20:])}")
         self.address = f"{match.group(1)}:{match.group(2)}"
+        self.metrics_url = re.search(r"metrics (http://\S+)", line).group(1)
         ready = self.proc.stdout.readline()
         if "ready" not in ready:
             self.proc.kill()
@@ -101,14 +102,6 @@ class ServeProcess:
     def _drain_stderr(self) -> None:
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
-
-    @property
-    def metrics_url(self) -> str:
-        for line in self.stderr_lines:
-            match = re.search(r"metrics on (http://\S+)", line)
-            if match:
-                return match.group(1)
-        raise RuntimeError("metrics port not logged")
 
     def metrics(self) -> str:
         return urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()

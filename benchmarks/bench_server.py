@@ -1,0 +1,292 @@
+"""Server benchmark: latency and throughput of `stqa serve` over loopback, batching on vs off, and an RSS soak.
+
+    python benchmarks/bench_server.py                      # bundled model, writes benchmarks/results/server_cpu.*
+    python benchmarks/bench_server.py --checkpoint RUN/best --quick
+
+For each server configuration (batching on: --max-batch-size 16 and the default batch delay;
+off: --max-batch-size 1 --max-batch-delay-ms 0) a fresh `stqa serve` subprocess is started and driven by a
+closed-loop grpc.aio client at concurrency 1, 8 and 32 (each level: 2 x concurrency warm-up requests, then a fixed number of
+requests or a time cap, whichever comes first). Requests cycle through synthetic TGIF-style GIFs and all
+four tasks. Then the batching server gets a soak of 2,000 requests and its RSS is compared before/after.
+
+The client runs on the same machine and competes with the server for the CPU: the numbers are for the
+whole loopback system, not the server alone. Bounded in count and time; 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIGS = {
+    "batching_on": ["--max-batch-size", "16"],  # + --max-batch-delay-ms from --batch-delay-ms
+    "batching_off": ["--max-batch-size", "1", "--max-batch-delay-ms", "0"],
+}
+
+
+def machine_info() -> dict:
+    import google.protobuf
+    import grpc
+    import torch
+
+    import stqa
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__, "stqa": stqa.__version__,
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class Server:
+    def __init__(self, checkpoint: Path | None, flags: list[str]) -> None:
+        cmd = [sys.executable, "-m", "stqa", "serve", "--port", "0", "--metrics-port", "0",
+               "--log-level", "WARNING", "--max-in-flight", "256", "--max-queue", "256", *flags]
+        if checkpoint is not None:
+            cmd += ["--checkpoint", str(checkpoint)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+        first = self.proc.stdout.readline()
+        match = re.search(r"listening on (\S+):(\d+)", first)
+        ready = self.proc.stdout.readline() if match else ""
+        if not match or "ready" not in ready:
+            self.proc.kill()
+            raise SystemExit(f"server did not start: {first}{ready}{''.join(self.log)}")
+        self.address = f"{match.group(1)}:{match.group(2)}"
+        self.metrics_url = re.search(r"metrics (http://\S+)", first).group(1)
+
+    def batch_stats(self) -> tuple[float, float]:
+        """(sum, count) of the server's batch-size histogram so far."""
+        text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
+        total = float(re.search(r"^stqa_batch_size_sum (\S+)", text, re.M).group(1))
+        count = float(re.search(r"^stqa_batch_size_count (\S+)", text, re.M).group(1))
+        return total, count
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def load_requests(data: Path, limit: int) -> list:
+    """(video bytes, question, task, candidates) cycling through the tasks over the synthetic test set."""
+    from stqa.data.tgifqa import load
+    from stqa.v1 import video_qa_pb2 as pb
+
+    per_task = {}
+    for task in ("count", "action", "transition", "frameqa"):
+        per_task[task] = [r for split in ("test", "train") for r in load(data, task, split)]
+    cache: dict[str, bytes] = {}
+    out = []
+    i = 0
+    while len(out) < limit:
+        for task, records in per_task.items():
+            record = records[i % len(records)]
+            video = cache.setdefault(record.gif_name, (data / "gifs" / f"{record.gif_name}.gif").read_bytes())
+            out.append(pb.AnswerRequest(video=video, question=record.question, task=pb.Task.Value(task.upper()),
+                                        candidates=list(record.candidates)))
+        i += 1
+    return out[:limit]
+
+
+async def drive(address: str, requests: list, concurrency: int, n_requests: int, time_cap_s: float,
+                warmup: int) -> dict:
+    """Closed loop: ``concurrency`` workers send back-to-back until ``n_requests`` are done or the cap."""
+    import grpc
+
+    from stqa.v1 import video_qa_pb2_grpc as pb_grpc
+
+    options = [("grpc.max_send_message_length", 80 << 20), ("grpc.max_receive_message_length", 80 << 20)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = pb_grpc.VideoQAStub(channel)
+        for i in range(warmup):
+            await stub.Answer(requests[i % len(requests)], timeout=60)
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        counter = iter(range(n_requests))
+        stop_at = time.monotonic() + time_cap_s
+        server_ms: list[float] = []
+
+        async def worker() -> None:
+            for i in counter:
+                if time.monotonic() > stop_at:
+                    return
+                started = time.perf_counter()
+                try:
+                    reply = await stub.Answer(requests[i % len(requests)], timeout=60)
+                    latencies.append(time.perf_counter() - started)
+                    server_ms.append(reply.timings.total_ms)
+                except grpc.aio.AioRpcError as err:
+                    errors[err.code().name] = errors.get(err.code().name, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    lat_ms = np.asarray(latencies) * 1000.0
+    return {
+        "concurrency": concurrency, "completed": len(latencies), "errors": errors, "wall_s": round(wall, 3),
+        "throughput_rps": round(len(latencies) / wall, 2) if wall > 0 else 0.0,
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2), "p95_ms": round(float(np.percentile(lat_ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
+        "server_total_p50_ms": round(float(np.percentile(server_ms, 50)), 2),
+    }
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# stqa serve benchmark (CPU, loopback)", "",
+        f"- date (UTC): {m['date_utc']}; machine: {m['cpu']}, {m['cpus']} CPUs; {m['platform']}",
+        f"- python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), grpcio {m['grpcio']}, "
+        f"protobuf {m['protobuf']}, stqa {m['stqa']}",
+        f"- model: {report['model_version']} (backbone {report['spec']['backbone']}, T={report['spec']['num_frames']}, "
+        f"{report['spec']['image_size']} px); requests: synthetic GIFs, {report['video_frames']} frames, "
+        f"mean {report['video_kib']:.0f} KiB, all four tasks in turn",
+        f"- load average at start: {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} "
+        "(other work on the machine shares the CPUs; the client runs on the same machine)",
+        f"- command: `{report['command']}`", "",
+        "| server | concurrency | completed | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | mean batch | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, rows in report["runs"].items():
+        for r in rows:
+            lines.append(f"| {name} | {r['concurrency']} | {r['completed']} | {r['throughput_rps']} | {r['p50_ms']} | "
+                         f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | {r['errors'] or '-'} |")
+    s = report["summary"]
+    soak = report["soak"]
+    lines += [
+        "", "## Summary", "",
+        f"- p50 at concurrency 1 (batching on): {s['p50_c1_ms']} ms (target < 100 ms)",
+        f"- throughput at concurrency {s['top_concurrency']}: batching on / off = {s['batching_speedup']}x "
+        "(target >= 2x at 32)",
+        f"- RSS over a {soak['requests']}-request soak (batching on, concurrency {soak['concurrency']}): "
+        f"{soak['rss_before_mib']} MiB -> {soak['rss_after_mib']} MiB ({soak['rss_growth_pct']:+.2f}%, target < 5%)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the bundled model)")
+    parser.add_argument("--data", type=Path, default=None, help="synthetic set (default: render 32 videos)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, nargs="+", default=[100, 400, 800],
+                        help="requests per concurrency level (same order)")
+    parser.add_argument("--time-cap-s", type=float, default=60.0, help="cap per level in seconds")
+    parser.add_argument("--soak", type=int, default=2000, help="requests in the RSS soak")
+    parser.add_argument("--batch-delay-ms", type=float, default=None,
+                        help="--max-batch-delay-ms of the batching server (default: the server's default)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short soak")
+    parser.add_argument("--out", type=Path, default=RESULTS / "server_cpu", help="output stem (.json, .md)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.soak, args.time_cap_s = [20, 40, 80], 100, 20.0
+    if len(args.requests) != len(args.concurrency):
+        parser.error("--requests needs one count per --concurrency level")
+
+    from stqa.client import VideoQAClient
+
+    report: dict = {"machine": machine_info(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                    "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="stqa-bench-") as tmp:
+        data = args.data
+        if data is None:
+            data = Path(tmp) / "synth"
+            subprocess.run([sys.executable, "-m", "stqa", "synth", "--out", str(data), "--videos", "32",
+                            "--seed", "11"], check=True, capture_output=True)
+        requests = load_requests(data, 64)
+        from stqa.video.decode import decode_video
+
+        frames = sorted({decode_video(r.video, 1).n_frames for r in requests})
+        report["video_frames"] = f"{frames[0]}-{frames[-1]}"
+        report["video_kib"] = float(np.mean([len(r.video) for r in requests]) / 1024)
+
+        configs = {name: list(flags) for name, flags in CONFIGS.items()}
+        if args.batch_delay_ms is not None:
+            configs["batching_on"] += ["--max-batch-delay-ms", str(args.batch_delay_ms)]
+        report["configs"] = configs
+        for name, flags in configs.items():
+            server = Server(args.checkpoint, flags)
+            try:
+                with VideoQAClient(server.address) as client:
+                    info = client.model_info()
+                report["model_version"] = info.model_version
+                report["spec"] = {"backbone": info.spec.backbone, "num_frames": info.spec.num_frames,
+                                  "image_size": info.spec.image_size}
+                rows = []
+                for concurrency, n in zip(args.concurrency, args.requests, strict=True):
+                    asyncio.run(drive(server.address, requests, concurrency, 2 * concurrency, 60, warmup=0))
+                    total0, count0 = server.batch_stats()
+                    row = asyncio.run(drive(server.address, requests, concurrency, n, args.time_cap_s, warmup=0))
+                    total1, count1 = server.batch_stats()
+                    row["mean_batch_size"] = round((total1 - total0) / max(count1 - count0, 1), 2)
+                    print(f"{name:13s} c={concurrency:<3d} {row}", flush=True)
+                    rows.append(row)
+                report["runs"][name] = rows
+                if name == "batching_on":
+                    soak_concurrency = 8
+                    asyncio.run(drive(server.address, requests, soak_concurrency, 200, 120, warmup=0))
+                    before = rss_bytes(server.proc.pid)
+                    soak = asyncio.run(drive(server.address, requests, soak_concurrency, args.soak, 600, warmup=0))
+                    after = rss_bytes(server.proc.pid)
+                    report["soak"] = {
+                        "requests": soak["completed"], "concurrency": soak_concurrency, "errors": soak["errors"],
+                        "rss_before_mib": round(before / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
+                        "rss_growth_pct": round(100.0 * (after - before) / before, 2),
+                    }
+                    print(f"soak: {report['soak']}", flush=True)
+            finally:
+                code = server.stop()
+                if code != 0:
+                    print(f"warning: server exited {code}", file=sys.stderr)
+    on = {r["concurrency"]: r for r in report["runs"]["batching_on"]}
+    off = {r["concurrency"]: r for r in report["runs"]["batching_off"]}
+    top = max(args.concurrency)
+    report["summary"] = {
+        "p50_c1_ms": on[min(args.concurrency)]["p50_ms"],
+        "top_concurrency": top,
+        "batching_speedup": round(on[top]["throughput_rps"] / off[top]["throughput_rps"], 2),
+    }
+    report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
