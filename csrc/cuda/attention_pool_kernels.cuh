@@ -1,0 +1,440 @@
+// Raw CUDA kernels of the fused attention-pooling op. No torch includes: nvcc compiles this header
+// alone (tests/test_ops_nvcc.py); csrc/cuda/attention_pool_kernel.cu wraps it for the dispatcher.
+//
+// One thread block per row (b, r) of L positions:
+//   forward:  scores (one warp per position, lanes over K, 16-byte loads, __shfl_xor_sync
+//             reduction) -> masked softmax in warp 0 (fp32) -> weighted sum over L with the threads
+//             spread over C (16-byte loads), so values is read once;
+//   backward: the same scores + softmax (recomputed, nothing [B,R,L,K]-sized is kept) -> one warp
+//             per position computes <grad_pooled, v_l> and writes grad_values_l = p_l grad_pooled in
+//             the same sweep -> softmax backward in warp 0 -> the threads spread over K write
+//             grad_keys and sum d(query), d(weight) over L into per-row partials [rows, K] (fp32)
+//             that the launcher reduces with a deterministic sum (no atomics).
+// Arithmetic is fp32 for float, half and bfloat16 inputs (fp64 for double, kept for gradcheck).
+// Rows without a valid position give zeros and zero gradients.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace stqa::cuda {
+
+enum Score : int { kAdditive = 0, kDot = 1, kCosine = 2 };
+constexpr double kCosineEps = 1e-8;
+constexpr int kWarpSize = 32;
+constexpr int kThreads = 256;  // 8 warps per row
+constexpr int kMaxPositions = 1024;  // L limit: per-row scratch lives in shared memory (< 48 KiB)
+
+// Accumulation type: fp32 for float/half/bfloat16, fp64 for double (which exists for gradcheck).
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
+
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_acc(acc_t<T> x);
+template <>
+__device__ __forceinline__ float from_acc<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ double from_acc<double>(double x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// VEC elements of T in one aligned load/store: VEC * sizeof(T) == 16 gives 128-bit transactions;
+// VEC == 1 is the scalar fallback for unaligned pointers or sizes that are not multiples of VEC.
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
+template <typename T, int VEC>
+__device__ __forceinline__ void load(const T* __restrict__ p, acc_t<T> (&out)[VEC]) {
+  const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p);
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) out[j] = to_acc(pk.v[j]);
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void store(T* __restrict__ p, const acc_t<T> (&in)[VEC]) {
+  Pack<T, VEC> pk;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) pk.v[j] = from_acc<T>(in[j]);
+  *reinterpret_cast<Pack<T, VEC>*>(p) = pk;
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A x) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+template <typename A>
+__device__ __forceinline__ A warp_max(A x) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+template <typename T>
+struct ForwardParams {
+  const T* values;   // [rows, L, C]
+  const T* keys;     // [rows, L, K]
+  const T* query;    // [B, K]; row r of batch item b uses query[b]
+  const T* weight;   // [K] (additive) or nullptr
+  const bool* mask;  // [rows, L] or nullptr
+  T* pooled;         // [rows, C]
+  T* weights;        // [rows, L]
+  int64_t rows, R, L, C, K;
+  int score;
+  double scale;
+};
+
+template <typename T>
+struct BackwardParams {
+  const T* grad_pooled;   // [rows, C]
+  const T* grad_weights;  // [rows, L]
+  const T* values;
+  const T* keys;
+  const T* query;
+  const T* weight;
+  const bool* mask;
+  T* grad_values;          // [rows, L, C] or nullptr (not wanted)
+  T* grad_keys;            // [rows, L, K] or nullptr
+  acc_t<T>* query_partial;   // [rows, K] or nullptr
+  acc_t<T>* weight_partial;  // [rows, K] or nullptr
+  int64_t rows, R, L, C, K;
+  int score;
+  double scale;
+};
+
+// Shared-memory scratch of one row: scores/probabilities, per-position gradients, cosine terms and
+// the validity flags, in the accumulation type A. Sized by the launcher: shared_bytes<A>(L).
+template <typename A>
+struct RowScratch {
+  A* p;         // [L] scores, then softmax weights (0 at invalid positions)
+  A* g;         // [L] d/d(weight_l), then d/d(score_l)
+  A* key_norm;  // [L] cosine only
+  A* cosine;    // [L] cosine only
+  A* scalars;   // [2]: |query| (cosine), and 1 if the row has a valid position else 0
+  unsigned char* valid;  // [L]
+};
+
+template <typename A>
+__host__ __device__ inline size_t shared_bytes(int64_t L) {
+  return sizeof(A) * (4 * static_cast<size_t>(L) + 2) + static_cast<size_t>(L);
+}
+
+template <typename A>
+__device__ __forceinline__ RowScratch<A> carve(int64_t L) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  A* smem = reinterpret_cast<A*>(smem_raw);
+  RowScratch<A> s;
+  s.p = smem;
+  s.g = smem + L;
+  s.key_norm = smem + 2 * L;
+  s.cosine = smem + 3 * L;
+  s.scalars = smem + 4 * L;
+  s.valid = reinterpret_cast<unsigned char*>(smem + 4 * L + 2);
+  return s;
+}
+
+// Scores of one row into s.p, softmax into s.p (in place), validity into s.valid; returns after a
+// __syncthreads() with everything visible to the block. Warp w handles positions w, w + 8, ...
+template <typename T, int VEC, typename A = acc_t<T>>
+__device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ query, const T* __restrict__ weight,
+                            const bool* __restrict__ mask, int64_t L, int64_t K, int score, A scale,
+                            RowScratch<A> s) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
+  const A eps = static_cast<A>(kCosineEps);
+
+  if (score == kCosine && warp == 0) {
+    A q2 = 0;
+    for (int64_t k = lane * VEC; k < K; k += kWarpSize * VEC) {
+      A q[VEC];
+      load<T, VEC>(query + k, q);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) q2 += q[j] * q[j];
+    }
+    q2 = warp_sum(q2);
+    if (lane == 0) s.scalars[0] = sqrt(q2);
+  } else if (score != kCosine && threadIdx.x == 0) {
+    s.scalars[0] = 0;
+  }
+  __syncthreads();
+  const A q_norm = s.scalars[0];
+
+  for (int64_t l = warp; l < L; l += warps) {
+    const bool valid = mask == nullptr || mask[l];
+    A acc = 0, norm2 = 0;
+    if (valid) {
+      const T* __restrict__ key = keys + l * K;
+      for (int64_t k = lane * VEC; k < K; k += kWarpSize * VEC) {
+        A kv[VEC], q[VEC];
+        load<T, VEC>(key + k, kv);
+        load<T, VEC>(query + k, q);
+        if (score == kAdditive) {
+          A w[VEC];
+          load<T, VEC>(weight + k, w);
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) acc += w[j] * tanh(kv[j] + q[j]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) {
+            acc += kv[j] * q[j];
+            norm2 += kv[j] * kv[j];
+          }
+        }
+      }
+    }
+    // every lane of the warp takes part in the shuffles (the branch above is warp-uniform anyway)
+    acc = warp_sum(acc);
+    if (score == kCosine) norm2 = warp_sum(norm2);
+    if (lane == 0) {
+      s.valid[l] = valid ? 1 : 0;
+      if (score == kAdditive) {
+        s.p[l] = acc;
+      } else if (score == kDot) {
+        s.p[l] = scale * acc;
+      } else {
+        const A kn = sqrt(norm2);
+        const A c = acc / (max(kn, eps) * max(q_norm, eps));
+        s.key_norm[l] = kn;
+        s.cosine[l] = c;
+        s.p[l] = scale * c;
+      }
+    }
+  }
+  __syncthreads();
+
+  if (warp == 0) {
+    A m = -INFINITY;
+    int any = 0;
+    for (int64_t l = lane; l < L; l += kWarpSize) {
+      if (s.valid[l]) {
+        m = max(m, s.p[l]);
+        any = 1;
+      }
+    }
+    m = warp_max(m);
+    any = __any_sync(0xffffffffu, any);
+    A sum = 0;
+    for (int64_t l = lane; l < L; l += kWarpSize) {
+      const A e = s.valid[l] ? exp(s.p[l] - m) : A(0);
+      s.p[l] = e;
+      sum += e;
+    }
+    sum = warp_sum(sum);
+    const A inv = any ? A(1) / sum : A(0);
+    for (int64_t l = lane; l < L; l += kWarpSize) s.p[l] *= inv;
+    if (lane == 0) s.scalars[1] = any ? A(1) : A(0);
+  }
+  __syncthreads();
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) attention_pool_forward_kernel(ForwardParams<T> prm) {
+  using A = acc_t<T>;
+  const int64_t row = blockIdx.x;
+  if (row >= prm.rows) return;
+  const int64_t L = prm.L, C = prm.C, K = prm.K;
+  const int64_t b = row / prm.R;
+  const RowScratch<A> s = carve<A>(L);
+  const bool* mask = prm.mask != nullptr ? prm.mask + row * L : nullptr;
+  row_softmax<T, VEC>(prm.keys + row * L * K, prm.query + b * K, prm.weight, mask, L, K, prm.score,
+                      static_cast<A>(prm.scale), s);
+
+  for (int64_t l = threadIdx.x; l < L; l += blockDim.x) prm.weights[row * L + l] = from_acc<T>(s.p[l]);
+
+  const T* __restrict__ values = prm.values + row * L * C;
+  T* __restrict__ out = prm.pooled + row * C;
+  for (int64_t c = threadIdx.x * VEC; c < C; c += static_cast<int64_t>(blockDim.x) * VEC) {
+    A acc[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) acc[j] = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      if (!s.valid[l]) continue;  // padding is never read
+      const A pl = s.p[l];
+      A v[VEC];
+      load<T, VEC>(values + l * C + c, v);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc[j] += pl * v[j];
+    }
+    store<T, VEC>(out + c, acc);
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) attention_pool_backward_kernel(BackwardParams<T> prm) {
+  using A = acc_t<T>;
+  const int64_t row = blockIdx.x;
+  if (row >= prm.rows) return;
+  const int64_t L = prm.L, C = prm.C, K = prm.K;
+  const int64_t b = row / prm.R;
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
+  const A scale = static_cast<A>(prm.scale);
+  const A eps = static_cast<A>(kCosineEps);
+  const RowScratch<A> s = carve<A>(L);
+  const T* __restrict__ keys = prm.keys + row * L * K;
+  const T* __restrict__ query = prm.query + b * K;
+  const bool* mask = prm.mask != nullptr ? prm.mask + row * L : nullptr;
+  row_softmax<T, VEC>(keys, query, prm.weight, mask, L, K, prm.score, scale, s);
+  const bool need_score_grad =
+      prm.grad_keys != nullptr || prm.query_partial != nullptr || prm.weight_partial != nullptr;
+
+  // g_l = <grad_pooled, v_l> + grad_weights_l, grad_values_l = p_l grad_pooled: one sweep over values.
+  const T* __restrict__ gp = prm.grad_pooled + row * C;
+  const T* __restrict__ values = prm.values + row * L * C;
+  for (int64_t l = warp; l < L; l += warps) {
+    const bool valid = s.valid[l] != 0;
+    const A pl = valid ? s.p[l] : A(0);
+    T* __restrict__ dv = prm.grad_values != nullptr ? prm.grad_values + (row * L + l) * C : nullptr;
+    A dot = 0;
+    for (int64_t c = lane * VEC; c < C; c += kWarpSize * VEC) {
+      A g[VEC];
+      load<T, VEC>(gp + c, g);
+      if (valid && need_score_grad) {
+        A v[VEC];
+        load<T, VEC>(values + l * C + c, v);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) dot += g[j] * v[j];
+      }
+      if (dv != nullptr) {
+        A d[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) d[j] = pl * g[j];
+        store<T, VEC>(dv + c, d);
+      }
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) s.g[l] = valid ? dot + to_acc(prm.grad_weights[row * L + l]) : A(0);
+  }
+  if (!need_score_grad) return;  // uniform across the block
+  __syncthreads();
+
+  // Softmax backward: ds_l = p_l (g_l - sum_j p_j g_j); 0 at invalid positions (p_l = 0).
+  if (warp == 0) {
+    A mean = 0;
+    for (int64_t l = lane; l < L; l += kWarpSize) mean += s.p[l] * s.g[l];
+    mean = warp_sum(mean);
+    for (int64_t l = lane; l < L; l += kWarpSize) s.g[l] = s.p[l] * (s.g[l] - mean);
+  }
+  __syncthreads();
+
+  // Threads over K (coalesced across the block), positions in sequence: grad_keys and the per-row
+  // partial sums of d(query) and d(weight).
+  const A q_norm = s.scalars[0];
+  A cos_coef = 0;  // cosine: sum_l ds_l scale cos_l, the |query| part of d(query)
+  if (prm.score == kCosine) {
+    for (int64_t l = 0; l < L; ++l) cos_coef += s.g[l] * scale * s.cosine[l];
+  }
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+    const A qk = to_acc(query[k]);
+    const A wk = prm.weight != nullptr ? to_acc(prm.weight[k]) : A(0);
+    A dq = 0, dw = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      T* dk_out = prm.grad_keys != nullptr ? prm.grad_keys + (row * L + l) * K + k : nullptr;
+      if (!s.valid[l]) {
+        if (dk_out != nullptr) *dk_out = from_acc<T>(A(0));
+        continue;
+      }
+      const A ds = s.g[l];
+      const A key = to_acc(keys[l * K + k]);
+      A dk;
+      if (prm.score == kAdditive) {
+        const A t = tanh(key + qk);
+        dk = ds * wk * (A(1) - t * t);
+        dq += dk;
+        dw += ds * t;
+      } else if (prm.score == kDot) {
+        dk = ds * scale * qk;
+        dq += ds * scale * key;
+      } else {
+        // cos = <k, q> / (max(|k|, eps) max(|q|, eps)); the norm terms only where the norm is not clamped.
+        const A kn = s.key_norm[l];
+        const A inv = A(1) / (max(kn, eps) * max(q_norm, eps));
+        const A f = ds * scale;
+        const A fk = kn > eps ? f * s.cosine[l] / (kn * kn) : A(0);
+        dk = f * inv * qk - fk * key;
+        dq += f * inv * key;
+      }
+      if (dk_out != nullptr) *dk_out = from_acc<T>(dk);
+    }
+    if (prm.score == kCosine && q_norm > eps) dq -= cos_coef * qk / (q_norm * q_norm);
+    if (prm.query_partial != nullptr) prm.query_partial[row * K + k] = dq;
+    if (prm.weight_partial != nullptr) prm.weight_partial[row * K + k] = dw;
+  }
+}
+
+// Elements per 16-byte access.
+template <typename T>
+constexpr int kVec = 16 / sizeof(T);
+
+// 16-byte accesses need every row start 16-byte aligned: base pointers aligned and C, K multiples of VEC.
+template <typename T>
+inline bool can_vectorize(const void* const* ptrs, int n, int64_t C, int64_t K) {
+  constexpr int V = kVec<T>;
+  if (C % V != 0 || K % V != 0) return false;
+  for (int i = 0; i < n; ++i) {
+    if (ptrs[i] != nullptr && reinterpret_cast<uintptr_t>(ptrs[i]) % 16 != 0) return false;
+  }
+  return true;
+}
+
+template <typename T>
+cudaError_t launch_forward(const ForwardParams<T>& prm, cudaStream_t stream) {
+  if (prm.rows == 0) return cudaSuccess;
+  const void* ptrs[] = {prm.values, prm.keys, prm.query, prm.weight, prm.pooled};
+  const dim3 grid(static_cast<unsigned>(prm.rows)), block(kThreads);
+  const size_t smem = shared_bytes<acc_t<T>>(prm.L);
+  if (can_vectorize<T>(ptrs, 5, prm.C, prm.K)) {
+    attention_pool_forward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm);
+  } else {
+    attention_pool_forward_kernel<T, 1><<<grid, block, smem, stream>>>(prm);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_backward(const BackwardParams<T>& prm, cudaStream_t stream) {
+  if (prm.rows == 0) return cudaSuccess;
+  const void* ptrs[] = {prm.grad_pooled, prm.values, prm.keys, prm.query, prm.weight, prm.grad_values};
+  const dim3 grid(static_cast<unsigned>(prm.rows)), block(kThreads);
+  const size_t smem = shared_bytes<acc_t<T>>(prm.L);
+  if (can_vectorize<T>(ptrs, 6, prm.C, prm.K)) {
+    attention_pool_backward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm);
+  } else {
+    attention_pool_backward_kernel<T, 1><<<grid, block, smem, stream>>>(prm);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace stqa::cuda

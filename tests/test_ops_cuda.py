@@ -1,0 +1,130 @@
+"""The fused op on CUDA: parity with the reference, gradcheck, opcheck, masks, vector/scalar paths.
+
+Skipped without a GPU (this machine has none); benchmarks/gpu_run.sh runs it on one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import stqa
+from stqa.ops import attention_pool
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+SCORES = ["additive", "dot", "cosine"]
+
+
+def _require_cuda_build():
+    if not stqa.build_info()["cuda"]:
+        pytest.fail("a GPU is present but stqa._C was built without CUDA kernels (CPU torch or no nvcc at build time)")
+
+
+def make_inputs(B, R, L, C, K, score, dtype, mask="holes", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(B, R, L, C, generator=g, dtype=torch.float64)
+    keys = torch.randn(B, R, L, K, generator=g, dtype=torch.float64)
+    query = torch.randn(B, K, generator=g, dtype=torch.float64)
+    weight = torch.randn(K, generator=g, dtype=torch.float64) if score == "additive" else None
+    m = None
+    if mask is not None:
+        m = torch.rand(B, R, L, generator=g) > 0.35
+        if mask == "holes":
+            m[0, 0] = False
+    tensors = [t.to("cuda", dtype) if t is not None else None for t in (values, keys, query, weight)]
+    return (*tensors, None if m is None else m.cuda())
+
+
+def scale_for(score):
+    return 1.0 if score == "additive" else 0.75
+
+
+def forward_backward(inputs, score, impl, dtype):
+    values, keys, query, weight, mask = inputs
+    ins = [t.detach().to(dtype).requires_grad_() if t is not None else None for t in (values, keys, query, weight)]
+    pooled, weights = attention_pool(*ins, mask=mask, score=score, scale=scale_for(score), impl=impl)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    gp = torch.randn(pooled.shape, generator=g, device="cuda", dtype=torch.float64)
+    ga = torch.randn(weights.shape, generator=g, device="cuda", dtype=torch.float64)
+    ((pooled.double() * gp).sum() + (weights.double() * ga).sum()).backward()
+    return [pooled, weights] + [t.grad for t in ins if t is not None]
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+# C, K multiples of 8 take the 16-byte path; 37/19 take the scalar fallback.
+@pytest.mark.parametrize("shape", [(2, 3, 49, 64, 32), (1, 1, 35, 1024, 64), (3, 2, 7, 37, 19), (2, 2, 100, 8, 8)])
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 1e-2)])
+def test_cuda_parity_with_reference(shape, score, dtype, tol):
+    _require_cuda_build()
+    inputs = make_inputs(*shape, score, dtype)
+    got = forward_backward(inputs, score, "fused", dtype)
+    want = forward_backward(inputs, score, "reference", torch.float64)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == dtype and a.is_cuda
+        assert rel_err(a, b) <= tol
+
+
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("mask", [None, "holes"])
+def test_cuda_gradcheck_fp64(score, mask):
+    _require_cuda_build()
+    values, keys, query, weight, m = make_inputs(2, 3, 5, 4, 3, score, torch.float64, mask=mask)
+    tensors = [t.requires_grad_() for t in (values, keys, query, weight) if t is not None]
+
+    def fn(*ts):
+        w = ts[3] if score == "additive" else None
+        return attention_pool(ts[0], ts[1], ts[2], w, m, score=score, scale=scale_for(score))
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_cuda_opcheck(score):
+    _require_cuda_build()
+    values, keys, query, weight, mask = make_inputs(2, 2, 5, 8, 8, score, torch.float32)
+    ins = [t.requires_grad_() if t is not None else None for t in (values, keys, query, weight)]
+    torch.library.opcheck(torch.ops.stqa.attention_pool.default, (*ins, mask, score, scale_for(score)))
+
+
+def test_cuda_fully_masked_rows_and_unaligned_views():
+    _require_cuda_build()
+    values, keys, query, weight, mask = make_inputs(2, 3, 49, 64, 32, "additive", torch.float32)
+    mask[1] = False
+    # a view whose storage offset breaks 16-byte alignment takes the scalar path and still agrees
+    values_off = torch.empty(values.numel() + 1, device="cuda")[1:].view_as(values).copy_(values)
+    got = attention_pool(values_off, keys, query, weight, mask)
+    want = attention_pool(values.double(), keys.double(), query.double(), weight.double(), mask, impl="reference")
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) <= 1e-5
+    assert torch.all(got[0][1] == 0) and torch.all(got[1][1] == 0)
+
+
+def test_cuda_module_and_compile():
+    _require_cuda_build()
+    module = stqa.nn.SpatialAttention(64, 16, hidden_dim=32).cuda()
+    features, query = torch.randn(2, 5, 7, 7, 64, device="cuda"), torch.randn(2, 16, device="cuda")
+    frame_mask = torch.rand(2, 5, device="cuda") > 0.3
+    out, weights = module(features, query, frame_mask)
+    module.impl = "reference"
+    ref_out, ref_weights = module(features, query, frame_mask)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    module.impl = "fused"
+    compiled = torch.compile(module, fullgraph=True)
+    out_c, _ = compiled(features, query, frame_mask)
+    torch.testing.assert_close(out_c, out, atol=1e-5, rtol=1e-4)
+
+
+def test_cuda_device_mismatch_is_reported():
+    _require_cuda_build()
+    values, keys, query, weight, mask = make_inputs(1, 1, 4, 8, 8, "additive", torch.float32)
+    with pytest.raises(ValueError, match="device mismatch"):
+        attention_pool(values, keys, query.cpu(), weight, mask)
