@@ -424,3 +424,44 @@ def test_config_rejects_nonsense():
         ServerConfig(tls_cert="cert.pem")
     with pytest.raises(ValueError, match="max_video_bytes"):
         ServerConfig(max_video_bytes=100 << 20, max_message_bytes=80 << 20)
+
+
+class _TaskSubset(FakePredictor):
+    def __init__(self, tasks: tuple[str, ...], version: str) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.model_version = version
+
+
+def test_requests_are_routed_to_the_checkpoint_serving_their_task():
+    counting = _TaskSubset(("count",), "counter-1")
+    rest = _TaskSubset(("action", "transition"), "mc-1")
+    by_path = {"count.ckpt": counting, "mc.ckpt": rest}
+    config = _config(checkpoints=("count.ckpt", "mc.ckpt"))
+    with ServerThread(config, loader=lambda path, device: by_path[str(path)], query_factory=SimpleNamespace) as s:
+        channel, stub = _stub(s.address)
+        with channel:
+            gif = make_gif()
+            count = stub.Answer(pb.AnswerRequest(video=gif, question="how many", task=pb.COUNT), timeout=10)
+            action = stub.Answer(pb.AnswerRequest(video=gif, question="what", task=pb.ACTION,
+                                                  candidates=list("abcde")), timeout=10)
+            assert (count.model_version, action.model_version) == ("counter-1", "mc-1")
+            assert action.answer == "b" and action.answer_index == 1
+            assert counting.batches == [["how many"]] and rest.batches == [["what"]]
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Answer(pb.AnswerRequest(video=gif, question="what color", task=pb.FRAMEQA), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "FRAMEQA is not served" in err.value.details()
+            info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+            assert list(info.tasks) == [pb.COUNT, pb.ACTION, pb.TRANSITION]
+            assert [m.model_version for m in info.models] == ["counter-1", "mc-1"]
+            assert info.models[1].answer_vocab_size == 0
+
+
+def test_a_task_served_twice_is_a_startup_error():
+    a, b = _TaskSubset(("count", "action"), "a"), _TaskSubset(("action",), "b")
+    by_path = {"a": a, "b": b}
+    s = ServerThread(_config(checkpoints=("a", "b")), loader=lambda path, device: by_path[str(path)],
+                     query_factory=SimpleNamespace)
+    with pytest.raises(ValueError, match="'action' is served by two checkpoints"):
+        s.start()
