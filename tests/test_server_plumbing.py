@@ -220,6 +220,8 @@ def test_answer_and_model_info(fake_server):
         assert list(reply.frame_indices) == [0, 1, 3, 4]  # floor(linspace(0, 6, 4, endpoint=False))
         assert len(reply.temporal_attention) == 4 and len(reply.spatial_attention) == 4 * 49
         assert reply.timings.total_ms >= reply.timings.model_ms > 0
+        # No deadline at all is fine too.
+        assert stub.Answer(pb.AnswerRequest(video=make_gif(), question="no deadline", task=pb.COUNT)).answer
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
         assert list(info.tasks) == [pb.COUNT, pb.ACTION, pb.TRANSITION, pb.FRAMEQA]
         assert info.limits.max_video_bytes == 1024 * 1024 and info.spec.num_frames == NUM_FRAMES
