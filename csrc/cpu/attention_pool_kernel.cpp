@@ -11,6 +11,9 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -110,6 +113,21 @@ void check_cpu(const at::Tensor& values, std::string_view what) {
                     ": the CPU kernel supports float32, float64 and bfloat16, got ", dt);
 }
 
+// Large outputs are written once, right after allocation: with 4 KiB pages the first-touch page
+// faults cost more than the kernel itself (measured: a 337 MB grad_values took ~250 ms of faults
+// vs ~50 ms of writing). Ask for transparent huge pages on the freshly allocated range; purely
+// advisory (no effect where THP is off, or on memory that is already backed).
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (t.nbytes() < 2 * kHuge) return;
+  const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+}
+
 std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
   return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
@@ -130,6 +148,7 @@ std::tuple<at::Tensor, at::Tensor> attention_pool_cpu(
   const int64_t B = values.size(0), R = values.size(1), L = values.size(2), C = values.size(3), K = keys.size(3);
   auto pooled = at::empty({B, R, C}, values.options());
   auto weights = at::empty({B, R, L}, values.options());
+  advise_huge_pages(pooled);
   const int64_t rows = B * R;
   if (rows == 0) return {pooled, weights};
 
@@ -183,6 +202,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_backwa
   auto grad_keys = output_mask[1] ? at::empty(keys.sizes(), opts) : at::empty({0}, opts);
   at::Tensor query_partial = output_mask[2] ? at::empty({rows, K}, acc_opts) : at::Tensor();
   at::Tensor weight_partial = want_weight ? at::empty({rows, K}, acc_opts) : at::Tensor();
+  advise_huge_pages(grad_values);
+  advise_huge_pages(grad_keys);
 
   if (rows > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "stqa::attention_pool_backward", [&] {
