@@ -88,12 +88,16 @@ class Server:
         self.address = f"{match.group(1)}:{match.group(2)}"
         self.metrics_url = re.search(r"metrics (http://\S+)", first).group(1)
 
-    def batch_stats(self) -> tuple[float, float]:
-        """(sum, count) of the server's batch-size histogram so far."""
+    def histograms(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) so far of the batch-size histogram ("batch") and of every stage latency."""
         text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
-        total = float(re.search(r"^stqa_batch_size_sum (\S+)", text, re.M).group(1))
-        count = float(re.search(r"^stqa_batch_size_count (\S+)", text, re.M).group(1))
-        return total, count
+        out = {}
+        for name, pattern in [("batch", r"stqa_batch_size_{}"),
+                              *((stage, r"stqa_stage_latency_seconds_{}\{{stage=\"" + stage + r"\"\}}")
+                                for stage in ("decode", "queue", "features", "model", "total"))]:
+            values = [re.search("^" + pattern.format(kind) + r" (\S+)", text, re.M) for kind in ("sum", "count")]
+            out[name] = tuple(float(v.group(1)) if v else 0.0 for v in values)
+        return out
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -177,13 +181,16 @@ def markdown(report: dict) -> str:
         f"- load average at start: {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} "
         "(other work on the machine shares the CPUs; the client runs on the same machine)",
         f"- command: `{report['command']}`", "",
-        "| server | concurrency | completed | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | mean batch | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | concurrency | completed | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | mean batch "
+        "| server decode / queue / features / model (ms, mean) | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, rows in report["runs"].items():
         for r in rows:
             lines.append(f"| {name} | {r['concurrency']} | {r['completed']} | {r['throughput_rps']} | {r['p50_ms']} | "
-                         f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | {r['errors'] or '-'} |")
+                         f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
+                         + " / ".join(f"{r['server_stage_mean_ms'][k]:.1f}" for k in ("decode", "queue", "features", "model"))
+                         + f" | {r['errors'] or '-'} |")
     s = report["summary"]
     soak = report["soak"]
     lines += [
@@ -249,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows = []
                 for concurrency, n in zip(args.concurrency, args.requests, strict=True):
                     asyncio.run(drive(server.address, requests, concurrency, 2 * concurrency, 60, warmup=0))
-                    total0, count0 = server.batch_stats()
+                    before = server.histograms()
                     row = asyncio.run(drive(server.address, requests, concurrency, n, args.time_cap_s, warmup=0))
-                    total1, count1 = server.batch_stats()
-                    row["mean_batch_size"] = round((total1 - total0) / max(count1 - count0, 1), 2)
+                    after = server.histograms()
+                    means = {k: (after[k][0] - before[k][0]) / max(after[k][1] - before[k][1], 1) for k in after}
+                    row["mean_batch_size"] = round(means.pop("batch"), 2)
+                    # Server stage means in ms (features/model are per batch, shared by its requests).
+                    row["server_stage_mean_ms"] = {k: round(v * 1000, 2) for k, v in means.items()}
                     print(f"{name:13s} c={concurrency:<3d} {row}", flush=True)
                     rows.append(row)
                 report["runs"][name] = rows
