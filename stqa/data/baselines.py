@@ -19,7 +19,9 @@ frameqa -> answer strings.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -120,9 +122,14 @@ class MajorityBaseline(_Baseline):
 # ------------------------------------------------------------------------------------------- text-only
 
 
+@lru_cache(maxsize=1 << 16)
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(tokenize(text))  # candidates repeat a lot: tokenize each distinct string once
+
+
 def _ngrams(text: str) -> list[str]:
-    tokens = tokenize(text)
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+    tokens = _tokens(text)
+    return [*tokens, *(f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))]
 
 
 def _pad_ids(vocab: Vocab, texts: Sequence[str]) -> torch.Tensor:
@@ -140,12 +147,12 @@ _MC_EXTRA = 6 + NUM_CANDIDATES
 
 def _mc_extra_features(record: QARecord) -> torch.Tensor:
     """[5, F]: per-candidate length, word overlap with the question, relative length, position."""
-    q_tokens = set(tokenize(record.question))
+    q_tokens = set(_tokens(record.question))
     feats = []
-    lens = [len(tokenize(c)) for c in record.candidates]
+    lens = [len(_tokens(c)) for c in record.candidates]
     chars = [len(c) for c in record.candidates]
     for i, cand in enumerate(record.candidates):
-        c_tokens = tokenize(cand)
+        c_tokens = _tokens(cand)
         overlap = sum(t in q_tokens for t in c_tokens) / max(1, len(c_tokens))
         pos = [0.0] * NUM_CANDIDATES
         pos[i] = 1.0
@@ -168,10 +175,12 @@ class _TextNet(nn.Module):
 
     def __init__(self, vocab_size: int, hidden: int, out_dim: int, multiple_choice: bool) -> None:
         super().__init__()
-        self.q_bag = nn.EmbeddingBag(vocab_size, hidden, mode="sum", padding_idx=0)
+        # Sparse gradients: only the n-grams of a batch are updated (dense Adam over the whole table is
+        # what would make this slow).
+        self.q_bag = nn.EmbeddingBag(vocab_size, hidden, mode="sum", padding_idx=0, sparse=True)
         self.multiple_choice = multiple_choice
         if multiple_choice:
-            self.c_bag = nn.EmbeddingBag(vocab_size, hidden, mode="sum", padding_idx=0)
+            self.c_bag = nn.EmbeddingBag(vocab_size, hidden, mode="sum", padding_idx=0, sparse=True)
             self.extra = nn.Linear(_MC_EXTRA, hidden)
         self.bias = nn.Parameter(torch.zeros(hidden))
         self.head = nn.Linear(hidden, out_dim)
@@ -185,6 +194,18 @@ class _TextNet(nn.Module):
         return self.head(torch.relu(h[:, None, :] + hc)).squeeze(-1)  # [B, 5] candidate scores
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded: these models are tiny, and intra-op thread fan-out made fitting ~10x
+    slower on a busy 2-core machine (measured 2026-11-21)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class TextOnlyBaseline(_Baseline):
     """An MLP over question (and candidate) n-grams; see the module docstring."""
 
@@ -193,12 +214,12 @@ class TextOnlyBaseline(_Baseline):
     def __init__(
         self,
         seed: int = 0,
-        hidden: int = 128,
-        max_epochs: int = 40,
-        patience: int = 4,
-        batch_size: int = 128,
+        hidden: int = 64,
+        max_epochs: int = 30,
+        patience: int = 3,
+        batch_size: int = 256,
         lr: float = 3e-3,
-        weight_decay: float = 1e-5,
+        min_count: int = 2,
     ) -> None:
         super().__init__()
         self.seed = seed
@@ -207,7 +228,7 @@ class TextOnlyBaseline(_Baseline):
         self.patience = patience
         self.batch_size = batch_size
         self.lr = lr
-        self.weight_decay = weight_decay
+        self.min_count = min_count
 
     def _inputs(self, records: list[QARecord]) -> tuple[torch.Tensor, ...]:
         q = _pad_ids(self.vocab, [r.question for r in records])
@@ -237,7 +258,8 @@ class TextOnlyBaseline(_Baseline):
         torch_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(self.seed)
-            self._train(records)
+            with _one_thread():
+                self._train(records)
         finally:
             torch.random.set_rng_state(torch_state)
 
@@ -247,7 +269,7 @@ class TextOnlyBaseline(_Baseline):
         for r in records:
             texts.append(_ngrams(r.question))
             texts.extend(_ngrams(c) for c in r.candidates)
-        self.vocab = Vocab.build(texts)
+        self.vocab = Vocab.build(texts, min_count=self.min_count)  # a once-seen n-gram cannot generalise
         if self.task == "count":
             out_dim = 1
             targets = [count_target(int(r.answer)) for r in records]
@@ -265,7 +287,9 @@ class TextOnlyBaseline(_Baseline):
         x_fit, y_fit = self._inputs(fit_records), self._targets(fit_records)
         x_val, y_val = (self._inputs(val_records), self._targets(val_records)) if val_records else (None, None)
 
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sparse = [p for m in self.model.modules() if isinstance(m, nn.EmbeddingBag) for p in m.parameters()]
+        dense = [p for p in self.model.parameters() if all(p is not q for q in sparse)]
+        opts = [torch.optim.SparseAdam(sparse, lr=self.lr), torch.optim.Adam(dense, lr=self.lr)]
         gen = torch.Generator().manual_seed(self.seed)
         best_loss, best_state, bad_epochs = float("inf"), None, 0
         n = len(fit_records)
@@ -273,10 +297,12 @@ class TextOnlyBaseline(_Baseline):
         for _ in range(epochs):
             self.model.train()
             for idx in torch.randperm(n, generator=gen).split(self.batch_size):
-                opt.zero_grad()
+                for opt in opts:
+                    opt.zero_grad()
                 loss = self._loss(self._forward(tuple(x[idx] for x in x_fit)), y_fit[idx])
                 loss.backward()
-                opt.step()
+                for opt in opts:
+                    opt.step()
             if x_val is None:
                 continue
             self.model.eval()
@@ -303,7 +329,7 @@ class TextOnlyBaseline(_Baseline):
         return out
 
     def _predict(self, records: list[QARecord]) -> list:
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             out = self._forward(self._inputs(records))
         if self.task == "count":
             return [float(v) for v in out]

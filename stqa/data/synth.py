@@ -365,7 +365,7 @@ def _frameqa(qtype: str, text: str, answer: str, description: str) -> Question:
 # -------------------------------------------------------------------------------------------- rendering
 
 
-def _object_state(obj: SceneObject, t: int) -> tuple[float, float, float, bool, bool]:
+def object_state(obj: SceneObject, t: int) -> tuple[float, float, float, bool, bool]:
     """(x, y, scale, visible, flash) of ``obj`` at frame ``t``; x, y in fractions of the size."""
     x, y = ZONES[obj.zone]
     if obj.end_zone is not None and obj.glide_start is not None and t >= obj.glide_start:
@@ -406,7 +406,7 @@ def render_frames(scene: Scene, size: int) -> list[Image.Image]:
         im.putpalette(_PALETTE_BYTES)
         draw = ImageDraw.Draw(im)
         for obj in scene.objects:
-            x, y, scale, visible, flash = _object_state(obj, t)
+            x, y, scale, visible, flash = object_state(obj, t)
             if visible:
                 fill = 2 if flash else _COLOR_INDEX[obj.color]
                 _draw_shape(draw, obj.shape, x * size, y * size, BASE_RADIUS * size * scale, fill)
@@ -426,8 +426,11 @@ def write_gif(frames: list[Image.Image], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _video_rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+def sample_video(seed: int, index: int, config: SynthConfig | None = None) -> tuple[Scene, list[Question]]:
+    """The scene and questions of video ``index`` of the set generated with ``seed`` (no rendering)."""
+    cfg = config or SynthConfig()
+    cfg.validate()
+    return _sample_scene(np.random.default_rng(np.random.SeedSequence([seed, index])), cfg)
 
 
 def gif_name_for(seed: int, index: int) -> str:
@@ -487,8 +490,7 @@ def generate(
 
         iterator = tqdm(iterator, desc="synth", unit="video")
     for index in iterator:
-        rng = _video_rng(seed, index)
-        scene, questions = _sample_scene(rng, cfg)
+        scene, questions = sample_video(seed, index, cfg)
         gif_name = gif_name_for(seed, index)
         key = str(index + 1)
         split = "Test" if index in test_ids else "Train"
