@@ -292,7 +292,10 @@ def _sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Scene, li
     aobj = objects[_choice(rng, [i for i in range(n_obj) if i != count_obj])]
     aseg = _choice(rng, aobj.segments)
     times = "once" if aseg.reps == 1 else f"{aseg.reps} times"
-    dropped = _choice(rng, [a for a in ACTIONS if a != aseg.action])  # 6 actions, 5 candidates
+    # 6 actions, 5 candidates: leave out an action nobody performs when there is one, so the distractors are
+    # things that happen in the video (the choice is symmetric in the action labels: no text leak).
+    unseen = [a for a in ACTIONS if not doers[a]]
+    dropped = _choice(rng, unseen or [a for a in ACTIONS if a != aseg.action])
     questions.append(
         _mc_question(rng, "action", f"What does the {aobj.name} do {times} ?", aseg.action, [a for a in ACTIONS if a != dropped])
     )
