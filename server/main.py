@@ -111,7 +111,11 @@ async def serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     server = VideoQAServer(config)
-    port = await server.start()
+    try:
+        port = await server.start()
+    except OSError as exc:
+        print(f"stqa serve: {exc}", file=sys.stderr)
+        return 1
     scheme = "grpcs" if config.tls_cert else "grpc"
     metrics = "off" if server.metrics_port is None else \
         f"http://{config.metrics_host or config.host}:{server.metrics_port}/metrics"

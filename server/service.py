@@ -455,7 +455,8 @@ class VideoQAServer:
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING); model loading continues in the background.
 
-        Returns the bound gRPC port (useful with ``port=0``).
+        Returns the bound gRPC port (useful with ``port=0``). Raises OSError when a port cannot be bound
+        or the TLS files cannot be read.
         """
         c = self.config
         interceptors = [BearerTokenInterceptor(c.auth_token, self.metrics)] if c.auth_token else []
@@ -468,19 +469,25 @@ class VideoQAServer:
             reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                                 server)
         address = f"{c.host}:{c.port}"
-        if c.tls_cert is not None:
-            credentials = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
-            port = server.add_secure_port(address, credentials)
-        else:
-            port = server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"could not bind {address}")
+        try:
+            if c.tls_cert is not None:
+                key_pem, cert_pem = Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes()
+                port = server.add_secure_port(address, grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+            raise OSError(f"cannot listen on {address}: {exc}") from None
         await self.service.set_health(False)
         await server.start()
         self._server = server
         self.port = port
         if c.metrics_port is not None:
-            self.metrics_port = self.metrics.serve_http(c.metrics_host or c.host, c.metrics_port)
+            try:
+                self.metrics_port = self.metrics.serve_http(c.metrics_host or c.host, c.metrics_port)
+            except OSError as exc:
+                await server.stop(0)
+                self._server = None
+                raise OSError(f"cannot serve metrics on {c.metrics_host or c.host}:{c.metrics_port}: {exc}") from None
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="stqa-load")
         return port
 
