@@ -269,7 +269,7 @@ def test_concurrent_requests_are_batched(server, stub):
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero():
     # A long batch delay keeps the requests queued inside the server when SIGTERM arrives.
-    s = ServeProcess("--max-batch-delay-ms", "1500", "--max-batch-size", "64", "--grace-s", "30")
+    s = ServeProcess("--max-batch-delay-ms", "3000", "--max-batch-size", "64", "--grace-s", "30")
     videos = [p.read_bytes() for p in sample_videos()[:6]]
     with channel_to(s.address) as channel:
         stub = pb_grpc.VideoQAStub(channel)
