@@ -416,7 +416,8 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
         model.train()
         schedule = training_schedule(groups, cfg["batch_size"], cfg["seed"], epoch, world)
         losses: dict[str, list[float]] = {t: [] for t in tasks}
-        bar = tqdm(schedule, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step", disable=rank != 0, leave=False)
+        bar = tqdm(schedule, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step", disable=rank != 0, leave=False,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
         for keys in bar:
             batch = make_step_batch(train_sets, groups, keys[rank::world])
             inputs = {t: {k: v.to(device) for k, v in x.items()} for t, x in batch["inputs"].items()}
@@ -426,17 +427,17 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
             loss = sum(task_losses.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, step {step}: "
-                                   f"{ {t: float(v) for t, v in task_losses.items()} }")
+                                   f"{ {t: float(v.detach()) for t, v in task_losses.items()} }")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
             optimizer.step()
             step += 1
             for t, v in task_losses.items():
-                losses[t].append(float(v))
+                losses[t].append(float(v.detach()))
                 if writer is not None:
-                    writer.add_scalar(f"train/loss_{t}", float(v), step)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+                    writer.add_scalar(f"train/loss_{t}", float(v.detach()), step)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         val_metrics = evaluate_datasets(
             model, val_sets, answer_vocab, cfg["eval_batch_size"], device, rank, world
         )["metrics"]

@@ -57,11 +57,10 @@ class FeatureClips:
         self.num_frames = int(store.spec.num_frames)
 
     def clip(self, record: QARecord) -> torch.Tensor:
-        key = str(record.key)
         try:
-            arr = self.store[key]
+            arr = self.store[int(record.key)]
         except KeyError as err:
-            raise KeyError(f"feature store has no clip for key {key!r} ({record.gif_name})") from err
+            raise KeyError(f"feature store has no clip for key {record.key} ({record.gif_name})") from err
         return torch.from_numpy(np.asarray(arr, dtype=np.float32))
 
     def preload(self, records: Sequence[QARecord], desc: str = "features") -> None:

@@ -1,0 +1,206 @@
+"""stqa train: config resolution, schedules, determinism, resume, and a short run that beats text-only.
+
+The data here is a small TGIF-format benchmark whose answers are written into HDF5 features (a count
+flag per frame, a colour channel, an action channel), so a model must read the video to beat the
+text-only baseline while a training run takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stqa.data.features import FeatureSpec, FeatureWriter
+
+C = 12
+T = 6
+COLORS = ("red", "green", "blue")
+ACTIONS = ("jump", "spin", "wave", "clap", "nod")
+
+
+def _tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    lines = ["\t".join(header)] + ["\t".join(str(x) for x in r) for r in rows]
+    path.write_text("\r\n".join(lines) + "\r\n")
+
+
+def write_feature_benchmark(root: Path, n_train: int = 60, n_test: int = 30, seed: int = 0) -> tuple[Path, Path]:
+    """TGIF-QA files (count, action, frameqa) + a feature store where the answers live in the features.
+
+    count: y in {0, 2, 3, 4, 5}; max(y, 1) frames carry a flag in channel 0 at a random cell.
+    frameqa: colour answer = the channel 1..3 raised over the whole of every frame.
+    action: the right action's channel 4..8 is lit at one cell; candidates are the 5 actions, permuted.
+    Question texts are constant per task, so a blind model stays at chance (count: the mean).
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    spec = FeatureSpec(backbone="unit", channels=C, num_frames=T, policy="uniform", image_size=32)
+    rows = {s: {"count": [], "action": [], "frameqa": []} for s in ("Train", "Test")}
+    feats_path = root / "feats.h5"
+    with FeatureWriter(feats_path, spec, weights_hash=None) as writer:
+        for key in range(1, n_train + n_test + 1):
+            split = "Train" if key <= n_train else "Test"
+            t = int(rng.integers(5, T + 1))
+            x = 0.1 * rng.standard_normal((t, 7, 7, C)).astype(np.float32)
+            y = int(rng.choice([0, 2, 3, 4, 5]))
+            for f in range(max(y, 1)):
+                x[f, rng.integers(7), rng.integers(7), 0] = 3.0
+            color = key % 3  # balanced, so the blind majority answer gets a third
+            action = int(rng.integers(5))
+            x[:, :, :, 1 + color] += 1.0
+            ay, ax = rng.integers(7), rng.integers(7)
+            x[:, ay, ax, 4 + action] = 3.0
+            gif = f"unit_{key:04d}"
+            writer.write(key, x, gif_name=gif, n_frames=t, indices=np.arange(t))
+            rows[split]["count"].append([gif, "how many times does it flash ?", y, f"COUNT{key}", key])
+            order = rng.permutation(5)
+            cands = [ACTIONS[i] for i in order]
+            rows[split]["action"].append(
+                [gif, "what does it do ?", *cands, int(np.where(order == action)[0][0]), f"ACTION{key}", key])
+            rows[split]["frameqa"].append(
+                [gif, "what color is the shape ?", COLORS[color], 2, f"FRAMEQA{key}", key, "a shape ."])
+    headers = {
+        "count": ["gif_name", "question", "answer", "vid_id", "key"],
+        "action": ["gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"],
+        "frameqa": ["gif_name", "question", "answer", "type", "vid_id", "key", "description"],
+    }
+    for split, per_task in rows.items():
+        for task, r in per_task.items():
+            _tsv(root / f"{split}_{task}_question.csv", headers[task], r)
+    return root, feats_path
+
+
+def train_args(**kw) -> argparse.Namespace:
+    from stqa import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    argv = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            argv.append(flag)
+        else:
+            argv += [flag, str(v)]
+    return parser.parse_args(argv)
+
+
+SMALL = dict(embed_dim=8, hidden_dim=16, att_hidden_dim=8, batch_size=16, dropout=0.0, lr=0.01,
+             attention_impl="reference")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return write_feature_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_short_training_run_beats_the_text_only_baseline(bench, tmp_path):
+    from stqa import train
+    from stqa.checkpoint import load_checkpoint
+    from stqa.data import tgifqa
+    from stqa.data.baselines import fit_baseline
+    from stqa.data.dataset import FeatureClips, QADataset
+    from stqa.data.features import FeatureStore
+    from stqa.evaluate import evaluate_datasets
+    from stqa.inference import model_from_checkpoint
+    from stqa.metrics import score_task
+
+    data, feats = bench
+    out = tmp_path / "run"
+    assert train.run(train_args(data=data, features=feats, out=out, variant="sptp", epochs=12, **SMALL)) == 0
+    model, words, answers, _ = model_from_checkpoint(load_checkpoint(out))
+    clips = FeatureClips(FeatureStore(feats))
+    test_sets = {t: QADataset(tgifqa.load(data, t, "test"), t, words, answers, clips) for t in ("count", "frameqa")}
+    metrics = evaluate_datasets(model, test_sets, answers, 32, "cpu")["metrics"]
+    blind = {t: score_task(t, ds.records, fit_baseline("text-only", tgifqa.load(data, t, "train")).predict(ds.records),
+                           answer_vocab=answers) for t, ds in test_sets.items()}
+    assert metrics["frameqa"]["accuracy"] >= blind["frameqa"]["accuracy"] + 0.25, (metrics, blind)
+    assert metrics["count"]["mse"] < 0.6 * blind["count"]["mse"], (metrics, blind)
+    # run directory contents
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "val_split.json", "log.jsonl", "best", "last"} <= names
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["variant"] == "sptp" and resolved["epochs"] == 12 and resolved["hidden_dim"] == 16
+    # best is chosen on validation only
+    log = _log(out)
+    best_epoch = max(log, key=lambda e: e["val_score"])["epoch"]
+    assert json.loads((out / "best" / "config.json").read_text())["training"]["epoch"] == best_epoch
+
+
+def test_same_seed_same_losses_and_resume_continues(bench, tmp_path):
+    from stqa import train
+
+    data, feats = bench
+    kw = dict(data=data, features=feats, variant="tp", task="count", seed=3, **SMALL)
+    train.run(train_args(out=tmp_path / "a", epochs=3, **kw))
+    train.run(train_args(out=tmp_path / "b", epochs=3, **kw))
+    a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert [e["train_loss"] for e in a] == [e["train_loss"] for e in b]
+    # Interrupt after 2 epochs, resume to 3: same losses as the uninterrupted run.
+    train.run(train_args(out=tmp_path / "c", epochs=2, **kw))
+    train.run(train_args(out=tmp_path / "c", epochs=3, resume=True, **kw))
+    c = _log(tmp_path / "c")
+    assert [e["epoch"] for e in c] == [0, 1, 2]
+    assert [e["train_loss"] for e in c] == [e["train_loss"] for e in a]
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.run(train_args(out=tmp_path / "c", epochs=3, **kw))
+
+
+def test_config_file_and_cli_precedence(bench, tmp_path):
+    from stqa import train
+
+    data, feats = bench
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(f'data = "{data}"\nfeatures = "{feats}"\nhidden-dim = 24\nepochs = 7\nvariant = "sp"\n')
+    args = train_args(config=cfg_path, out=tmp_path / "x", epochs=2)
+    cfg = train.resolve_config(args)
+    assert cfg["hidden_dim"] == 24 and cfg["epochs"] == 2 and cfg["variant"] == "sp" and cfg["lr"] == 1e-3
+    preset = train.resolve_config(train_args(preset="synthetic", out=tmp_path / "y", hidden_dim=32))
+    assert preset["backbone"] == "tiny" and preset["hidden_dim"] == 32 and preset["task"] == "all"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hiden_dim": 3}))
+    with pytest.raises(SystemExit, match="unknown option.*hiden_dim"):
+        train.resolve_config(train_args(config=bad, out=tmp_path / "z"))
+    with pytest.raises(SystemExit, match="exactly one of --features"):
+        train.resolve_config(train_args(data=data, out=tmp_path / "z"))
+
+
+def test_training_schedule_groups_videos_and_is_deterministic():
+    from stqa.data.dataset import training_schedule
+
+    groups = {k: [("count", k)] + [("frameqa", 10 * k + j) for j in range(k % 3)] for k in range(1, 41)}
+    s1 = training_schedule(groups, 10, seed=1, epoch=0)
+    assert s1 == training_schedule(groups, 10, seed=1, epoch=0)
+    assert s1 != training_schedule(groups, 10, seed=1, epoch=1)
+    flat = [k for step in s1 for k in step]
+    assert sorted(flat) == list(range(1, 41))  # every video once per epoch
+    assert all(sum(len(groups[k]) for k in step) >= 10 for step in s1[:-1])
+    # with 3 ranks a last step of fewer than 3 videos is dropped, so no rank gets an empty share
+    s3 = training_schedule(groups, 10, seed=1, epoch=0, world_size=3)
+    assert all(len(step) >= 3 for step in s3)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(bench, tmp_path, monkeypatch):
+    import builtins
+
+    from stqa import train
+
+    real_import = builtins.__import__
+
+    def no_tb(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard") or name == "tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    data, feats = bench
+    with pytest.raises(SystemExit, match="tensorboard package"):
+        train.run(train_args(data=data, features=feats, out=tmp_path / "tb", epochs=1, task="count",
+                             tensorboard=tmp_path / "tblog", **SMALL))
