@@ -91,15 +91,19 @@ def min_bytes(shape: Shape, dtype: torch.dtype, backward: bool) -> int:
 
 
 class Timer:
-    def __init__(self, device: str):
+    def __init__(self, device: str, min_time: float = 0.0, max_repeats: int = 200):
         self.device = device
+        self.min_time = min_time
+        self.max_repeats = max_repeats
 
     def __call__(self, fn, warmup: int, repeats: int) -> list[float]:
+        """At least `repeats` timed runs and, up to max_repeats, at least min_time seconds of them
+        (short cases get many samples, so that the median resists a busy machine)."""
         for _ in range(warmup):
             fn()
         self.sync()
-        times = []
-        for _ in range(repeats):
+        times: list[float] = []
+        while len(times) < repeats or (sum(times) < self.min_time and len(times) < self.max_repeats):
             if self.device == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["fused", "eager", "compiled"])
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 7 cpu, 50 cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2 cpu, 10 cuda)")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="keep timing a case until this many seconds are spent (default 2 cpu, 0.5 cuda)")
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/ops_<device>.json)")
     parser.add_argument("--md", type=Path, default=None, help="markdown path (default results/ops_<device>.md)")
@@ -206,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         shapes = {k: v for k, v in shapes.items() if k in args.shapes}
     repeats = args.repeats or (3 if args.quick else (7 if device == "cpu" else 50))
     warmup = args.warmup or (1 if args.quick else (2 if device == "cpu" else 10))
-    timer = Timer(device)
+    min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else (2.0 if device == "cpu" else 0.5))
+    timer = Timer(device, min_time=min_time)
     impls = {"fused": fused, "eager": reference.attention_pool}
     # one specialised graph per shape x dtype x grad mode: more than dynamo's default recompile limit (8)
     torch._dynamo.config.recompile_limit = 64
@@ -268,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "repeats": repeats,
+        "min_time_s": min_time,
         "warmup": warmup,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "THP_MEM_ALLOC_ENABLE") if k in os.environ},
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
@@ -292,7 +300,8 @@ def markdown(report: dict) -> str:
         f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}"
         + (f", GPU {m['gpu']}" if "gpu" in m else ""),
         f"- torch {m['torch']}, stqa CPU kernels: {m['stqa_build'].get('cpu_capability')}",
-        f"- command: `{report['command']}`; median of {report['repeats']} runs after {report['warmup']} warm-up",
+        f"- command: `{report['command']}`; median of >= {report['repeats']} runs (and >= {report['min_time_s']} s)"
+        f" after {report['warmup']} warm-up",
         f"- copy bandwidth (read + write, into an allocated buffer): {report['copy_gbps']:.1f} GB/s",
         f"- load average before / after: {report['loadavg_before'][0]:.2f} / {report['loadavg_after'][0]:.2f}"
         + (f"; env {report['env']}" if report["env"] else ""),

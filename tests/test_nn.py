@@ -106,3 +106,17 @@ def test_module_input_errors():
         temporal(torch.randn(2, 3, 8), torch.randn(2, 4), lengths=torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
         TemporalAttention(8, 4, hidden_dim=0)
+
+
+def test_modules_under_autocast_pool_in_the_wider_dtype():
+    torch.manual_seed(5)
+    spatial = SpatialAttention(16, 8, hidden_dim=8)
+    features, query = torch.randn(2, 3, 49, 16), torch.randn(2, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, weights = spatial(features, query)
+    assert out.dtype == torch.float32 and weights.dtype == torch.float32
+    torch.testing.assert_close(out, spatial(features, query)[0], atol=5e-2, rtol=5e-2)
+    temporal = TemporalAttention(16, 8, hidden_dim=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        context, _ = temporal(features[:, 0], query, lengths=torch.tensor([49, 10]))
+    assert context.dtype == torch.float32

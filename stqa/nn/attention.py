@@ -39,6 +39,13 @@ class _AdditiveAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}"
 
+    def _harmonise(self, values, keys, query):
+        """One dtype for the op: under autocast the projections come out in low precision while the
+        features (and the score vector) stay fp32; the pooling then runs in the wider dtype."""
+        dtype = torch.promote_types(torch.promote_types(values.dtype, keys.dtype), query.dtype)
+        dtype = torch.promote_types(dtype, self.score_weight.dtype)
+        return values.to(dtype), keys.to(dtype), query.to(dtype), self.score_weight.to(dtype)
+
     def _project_query(self, query: torch.Tensor, batch: int) -> torch.Tensor:
         if query.dim() != 2 or query.shape[0] != batch or query.shape[1] != self.query_proj.in_features:
             raise ValueError(
@@ -70,10 +77,8 @@ class SpatialAttention(_AdditiveAttention):
             )
         values = features.flatten(2, -2) if features.dim() == 5 else features
         q = self._project_query(query, values.shape[0])
-        keys = self.key_proj(values)
-        return spatial_attention(
-            values, keys, q, self.score_weight, frame_mask, score="additive", impl=self.impl
-        )
+        values, keys, q, weight = self._harmonise(values, self.key_proj(values), q)
+        return spatial_attention(values, keys, q, weight, frame_mask, score="additive", impl=self.impl)
 
 
 class TemporalAttention(_AdditiveAttention):
@@ -96,7 +101,5 @@ class TemporalAttention(_AdditiveAttention):
         if memory.dim() != 3 or memory.shape[-1] != self.key_proj.in_features:
             raise ValueError(f"memory must be [B, T, {self.key_proj.in_features}], got {list(memory.shape)}")
         q = self._project_query(query, memory.shape[0])
-        keys = self.key_proj(memory)
-        return temporal_attention(
-            memory, keys, q, self.score_weight, mask, lengths, score="additive", impl=self.impl
-        )
+        memory, keys, q, weight = self._harmonise(memory, self.key_proj(memory), q)
+        return temporal_attention(memory, keys, q, weight, mask, lengths, score="additive", impl=self.impl)
