@@ -193,12 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2 cpu, 10 cuda)")
     parser.add_argument("--min-time", type=float, default=None,
                         help="keep timing a case until this many seconds are spent (default 2 cpu, 0.5 cuda)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the run (default: torch's default, all cores)")
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/ops_<device>.json)")
     parser.add_argument("--md", type=Path, default=None, help="markdown path (default results/ops_<device>.md)")
     args = parser.parse_args(argv)
 
     device = args.device
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
     dtypes = args.dtypes or (["float32", "bfloat16"] if device == "cpu" else ["float32", "bfloat16", "float16"])
@@ -216,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer(device, min_time=min_time)
     impls = {"fused": fused, "eager": reference.attention_pool}
     # one specialised graph per shape x dtype x grad mode: more than dynamo's default recompile limit (8)
-    torch._dynamo.config.recompile_limit = 64
-    torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time a silent fallback to eager
+    # (names differ across torch versions; fail_on_*: never time a silent fallback to eager)
+    dynamo_config = torch._dynamo.config
+    for name, value in (("recompile_limit", 64), ("cache_size_limit", 64),
+                        ("fail_on_recompile_limit_hit", True), ("fail_on_cache_limit_hit", True)):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, value)
     compiled_ref = torch.compile(reference.attention_pool, dynamic=False) if "compiled" in args.impls else None
 
     largest = max(s.B * s.R * s.L * s.C for s in shapes.values()) * 4
