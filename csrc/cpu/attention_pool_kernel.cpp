@@ -101,9 +101,12 @@ auto backward_fn() {
   else return kernels().backward_bf16;
 }
 
-// Rows per task: enough work per chunk to amortise the scheduling (ATen's GRAIN_SIZE rule).
+// Rows per task: at least kMinTaskElements elements (tens of microseconds of work) per task, so that
+// small calls (a serving request, temporal attention) stay on the calling thread instead of paying a
+// fork/join, which on a loaded machine costs a scheduler tick (~4 ms measured here) per call.
+constexpr int64_t kMinTaskElements = 8 * at::internal::GRAIN_SIZE;
 int64_t grain(int64_t L, int64_t C, int64_t K) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, L * (C + K)));
+  return std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, L * (C + K)));
 }
 
 void check_cpu(const at::Tensor& values, std::string_view what) {
