@@ -116,8 +116,10 @@ def save_checkpoint(
             save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={"format": FORMAT})
             (tmp / "optimizer.json").write_text(json.dumps(opt_meta, indent=2) + "\n")
         for f in tmp.iterdir():
+            os.chmod(f, 0o644)  # mkstemp-style 0600 would hide the weights from a server running as another user
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
         old = None
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))

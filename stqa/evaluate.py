@@ -34,6 +34,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- core: predictions for datasets, sharded ----------------------------------------------------------
+class EncodedClips:
+    """Backbone features of an end-to-end model's clips, computed once per video and cached.
+
+    Evaluation asks for a clip once per question (TGIF-QA GIFs have several); running the backbone once per
+    video instead gives the same features (eval mode: batch norm uses its running statistics)."""
+
+    kind = "features"
+
+    def __init__(self, frames, model) -> None:
+        self.frames, self.model = frames, model
+        self.num_frames = frames.num_frames
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def clip(self, record) -> torch.Tensor:
+        name = str(record.gif_name)
+        if name not in self._cache:
+            frames = self.frames.clip(record)
+            device = next(self.model.parameters()).device
+            with torch.inference_mode():
+                mask = torch.ones(1, frames.shape[0], dtype=torch.bool, device=device)
+                self._cache[name] = self.model.encode_frames(frames[None].to(device), mask)[0].cpu()
+        return self._cache[name]
+
+
 def _raw_predictions(model, dataset, batch_size: int, device, rank: int, world: int) -> dict[int, dict]:
     """index -> raw model output for this rank's shard of ``dataset``."""
     from stqa.data.dataset import evaluation_batches, make_batch, model_inputs
@@ -87,6 +111,20 @@ def evaluate_datasets(model, datasets: dict, answer_vocab, batch_size: int, devi
                       world: int = 1) -> dict:
     """Score every item of each task's dataset once: ``{"metrics": {task: ...}, "predictions": {task: [...]}}``
     (predictions in dataset order). The same result on every rank."""
+    first = next(iter(datasets.values()), None)
+    if first is not None and first.clips.kind == "frames" and getattr(model, "backbone", None) is not None:
+        was_training = model.training
+        model.eval()
+        encoded = EncodedClips(first.clips, model)
+        datasets = {t: ds.with_clips(encoded) for t, ds in datasets.items()}
+        try:
+            return _evaluate_sets(model, datasets, answer_vocab, batch_size, device, rank, world)
+        finally:
+            model.train(was_training)
+    return _evaluate_sets(model, datasets, answer_vocab, batch_size, device, rank, world)
+
+
+def _evaluate_sets(model, datasets: dict, answer_vocab, batch_size: int, device, rank: int, world: int) -> dict:
     from stqa.metrics import score_task
 
     metrics, predictions = {}, {}
@@ -139,11 +177,15 @@ def format_table(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stqa.checkpoint import CheckpointError
     from stqa.train import init_distributed
 
     rank, world, device = init_distributed(args.device)
     try:
         return _evaluate(args, rank, world, device)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -156,6 +198,9 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
     from stqa.inference import BUNDLED_MODEL, model_from_checkpoint
     from stqa.train import spec_dict
 
+    if args.checkpoint is None and not (BUNDLED_MODEL / "config.json").is_file():
+        raise SystemExit(f"error: no --checkpoint given and the bundled model is missing from {BUNDLED_MODEL} "
+                         "(run `make model`)")
     ckpt = load_checkpoint(args.checkpoint or BUNDLED_MODEL)
     model, word_vocab, answer_vocab, spec = model_from_checkpoint(ckpt, device)
     data = Path(args.data)

@@ -154,19 +154,20 @@ def test_cli_writes_metrics_predictions_and_baselines(trained, tmp_path, capsys)
     assert set(json.loads((tmp_path / "one" / "metrics.json").read_text())) == {"count", "model_version", "split"}
 
 
-def test_feature_spec_mismatch_is_named(trained, tmp_path):
+def test_feature_spec_mismatch_is_named(trained, tmp_path, capsys):
     import numpy as np
 
     from stqa import evaluate
-    from stqa.checkpoint import CheckpointError
     from stqa.data.features import FeatureSpec, FeatureWriter
 
     data, _, run = trained
     other = tmp_path / "other.h5"
     with FeatureWriter(other, FeatureSpec("unit", 12, 8, "uniform", 32), None) as w:
         w.write(1, np.zeros((2, 7, 7, 12), np.float32), gif_name="x", n_frames=2, indices=np.arange(2))
-    with pytest.raises(CheckpointError, match="num_frames: checkpoint 6 vs"):
-        evaluate.run(_eval_args(checkpoint=run, data=data, features=other))
+    assert evaluate.run(_eval_args(checkpoint=run, data=data, features=other)) == 2
+    assert "feature spec mismatch (num_frames: checkpoint 6 vs" in capsys.readouterr().err
+    assert evaluate.run(_eval_args(checkpoint=tmp_path / "missing", data=data, features=other)) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def _free_port() -> int:

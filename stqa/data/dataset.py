@@ -13,6 +13,7 @@ questions to the longest one in the batch with their lengths, so nothing downstr
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -153,6 +154,12 @@ class QADataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def with_clips(self, clips) -> QADataset:
+        """The same encoded questions over another clip source."""
+        other = copy.copy(self)
+        other.clips = clips
+        return other
 
     def __getitem__(self, index: int) -> dict:
         return {
