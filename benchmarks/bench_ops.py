@@ -324,6 +324,19 @@ def markdown(report: dict) -> str:
         f"- copy bandwidth (read + write, into an allocated buffer): {report['copy_gbps']:.1f} GB/s",
         f"- load average before / after: {report['loadavg_before'][0]:.2f} / {report['loadavg_after'][0]:.2f}"
         + (f"; env {report['env']}" if report["env"] else ""),
+    ]
+    busy = max(report["loadavg_before"][0], report["loadavg_after"][0])
+    if report["device"] == "cpu" and busy > 0.5 * (m["cpu_count"] or 1):
+        lines += [
+            "",
+            f"**Busy machine:** load average up to {busy:.1f} on {m['cpu_count']} CPUs while this ran (other jobs held"
+            " the cores). "
+            + ("CPU time leaves out the waits for a core, but caches and memory bandwidth were still shared."
+               if report["clock"] == "cpu" else
+               "Wall times then include waits for a core, worst for small cases and multi-threaded runs;"
+               " `--threads 1 --clock cpu` gives a view that leaves the waits out."),
+        ]
+    lines += [
         "",
         "ms = median (min in brackets). GB/s = minimal bytes moved (forward: read values, keys; backward: read",
         "values, keys, write their gradients) / median time. x eager = eager median / this median (same run).",
