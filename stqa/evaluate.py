@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--videos", help="directory of <gif_name>.gif videos (default: DATA/gifs) for end-to-end checkpoints")
     a("--task", choices=TASKS, help="one task (default: every task in both the checkpoint and the data)")
     a("--split", default="test", choices=["train", "test"], help="annotation split to score (default test)")
-    a("--out", help="directory for metrics.json and predictions.jsonl")
+    a("--out", help="directory for metrics.json, predictions.jsonl and info.json (model version, split)")
     a("--batch-size", type=int, default=64)
     a("--device", default="cpu")
     a("--baseline", action="append", choices=["random", "majority", "text-only"], default=[],
@@ -250,14 +250,15 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
     if rank != 0:
         return 0
     payload = dict(result["metrics"])
-    payload["model_version"] = ckpt.model_version
-    payload["split"] = args.split
     if "baselines" in metrics:
         payload["baselines"] = metrics["baselines"]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+        info = {"model_version": ckpt.model_version, "checkpoint": str(ckpt.path), "data": str(data),
+                "split": args.split, "tasks": tasks, "world_size": world}
+        (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         with open(out / "predictions.jsonl", "w") as fh:
             for t in tasks:
                 for row in _prediction_rows(t, datasets[t].records, result["predictions"][t], answer_vocab):

@@ -388,7 +388,7 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
         # find_unused_parameters: a rank's share of a step may lack a task, leaving that head unused.
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
+            find_unused_parameters=len(tasks) > 1,
         )
 
     writer = None

@@ -204,3 +204,53 @@ def test_tensorboard_without_the_package_is_a_clear_error(bench, tmp_path, monke
     with pytest.raises(SystemExit, match="tensorboard package"):
         train.run(train_args(data=data, features=feats, out=tmp_path / "tb", epochs=1, task="count",
                              tensorboard=tmp_path / "tblog", **SMALL))
+
+
+def test_torchrun_two_gloo_processes_train(bench, tmp_path):
+    """DistributedDataParallel training under torchrun (gloo on CPU) runs and writes one checkpoint set."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    data, feats = bench
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "stqa", "train", "--data", str(data), "--features", str(feats),
+         "--out", str(out), "--epochs", "2", "--hidden-dim", "16", "--embed-dim", "8", "--att-hidden-dim", "8",
+         "--batch-size", "16", "--attention-impl", "reference"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on cpu x2" in proc.stderr
+    log = _log(out)
+    assert [e["epoch"] for e in log] == [0, 1]
+    assert json.loads((out / "last" / "config.json").read_text())["training"]["world_size"] == 2
+
+
+def test_glove_vectors_are_aligned_and_frozen(bench, tmp_path):
+    """--glove: row i of the embedding is the file's vector for vocabulary word i (no off-by-two), frozen."""
+    from stqa import train
+    from stqa.checkpoint import load_checkpoint
+    from stqa.data.tgifqa import Vocab
+
+    data, feats = bench
+    vectors = {"how": [0.5, -1.0, 2.0, 0.25], "many": [1.0, 1.0, 1.0, 1.0], "flash": [-3.0, 0.0, 0.5, 7.0]}
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    small = dict(SMALL, embed_dim=4)
+    assert train.run(train_args(data=data, features=feats, out=tmp_path / "g", epochs=1, task="count",
+                                glove=glove, **small)) == 0
+    ck = load_checkpoint(tmp_path / "g" / "last")
+    words = Vocab.from_dict(ck.config["word_vocab"])
+    emb = ck.state_dict["embedding.weight"]
+    for w, v in vectors.items():
+        assert emb[words.stoi[w]].tolist() == v
+    assert float(emb[0].abs().sum()) == 0.0  # <pad>
+    assert ck.config["model"]["freeze_embeddings"] is True
+    with pytest.raises(SystemExit, match="vector has 4 dims, --embed-dim is 8"):
+        train.run(train_args(data=data, features=feats, out=tmp_path / "g2", epochs=1, task="count",
+                             glove=glove, **dict(SMALL, embed_dim=8)))
