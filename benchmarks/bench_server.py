@@ -7,7 +7,8 @@ For each server configuration (batching on: --max-batch-size 16 and the default 
 off: --max-batch-size 1 --max-batch-delay-ms 0) a fresh `stqa serve` subprocess is started and driven by a
 closed-loop grpc.aio client at concurrency 1, 8 and 32 (each level: 2 x concurrency warm-up requests, then a fixed number of
 requests or a time cap, whichever comes first). Requests cycle through synthetic TGIF-style GIFs and all
-four tasks. Then the batching server gets a soak of 2,000 requests and its RSS is compared before/after.
+four tasks. Then a fresh batching server gets 200 warm-up requests and a soak of 2,000 more, and its RSS
+is sampled before and every 500 requests.
 
 The client runs on the same machine and competes with the server for the CPU: the numbers are for the
 whole loopback system, not the server alone. Bounded in count and time; 127.0.0.1 only.
@@ -168,6 +169,31 @@ async def drive(address: str, requests: list, concurrency: int, n_requests: int,
     }
 
 
+def soak(args: argparse.Namespace, requests: list, concurrency: int = 8, warmup: int = 200) -> dict:
+    """RSS of a fresh batching server before and after ``args.soak`` requests (after a warm-up), sampled
+    every quarter of the soak."""
+    server = Server(args.checkpoint, CONFIGS["batching_on"])
+    try:
+        asyncio.run(drive(server.address, requests, concurrency, warmup, 300, warmup=0))
+        samples = [rss_bytes(server.proc.pid)]
+        done, errors = 0, {}
+        for _ in range(4):
+            part = asyncio.run(drive(server.address, requests, concurrency, args.soak // 4, 300, warmup=0))
+            done += part["completed"]
+            for code, n in part["errors"].items():
+                errors[code] = errors.get(code, 0) + n
+            samples.append(rss_bytes(server.proc.pid))
+    finally:
+        server.stop()
+    before, after = samples[0], samples[-1]
+    return {
+        "requests": done, "concurrency": concurrency, "warmup_requests": warmup, "errors": errors,
+        "rss_samples_mib": [round(x / 2**20, 1) for x in samples],
+        "rss_before_mib": round(before / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
+        "rss_growth_pct": round(100.0 * (after - before) / before, 2),
+    }
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -192,14 +218,16 @@ def markdown(report: dict) -> str:
                          + " / ".join(f"{r['server_stage_mean_ms'][k]:.1f}" for k in ("decode", "queue", "features", "model"))
                          + f" | {r['errors'] or '-'} |")
     s = report["summary"]
-    soak = report["soak"]
+    soak_report = report["soak"]
     lines += [
         "", "## Summary", "",
         f"- p50 at concurrency 1 (batching on): {s['p50_c1_ms']} ms (target < 100 ms)",
         f"- throughput at concurrency {s['top_concurrency']}: batching on / off = {s['batching_speedup']}x "
         "(target >= 2x at 32)",
-        f"- RSS over a {soak['requests']}-request soak (batching on, concurrency {soak['concurrency']}): "
-        f"{soak['rss_before_mib']} MiB -> {soak['rss_after_mib']} MiB ({soak['rss_growth_pct']:+.2f}%, target < 5%)",
+        f"- RSS over a {soak_report['requests']}-request soak (fresh batching server, {soak_report['warmup_requests']} warm-up "
+        f"requests, concurrency {soak_report['concurrency']}): {soak_report['rss_before_mib']} MiB -> {soak_report['rss_after_mib']} MiB "
+        f"({soak_report['rss_growth_pct']:+.2f}%, target < 5%); samples every quarter: "
+        f"{', '.join(str(x) for x in soak_report['rss_samples_mib'])} MiB",
         "",
     ]
     return "\n".join(lines)
@@ -266,22 +294,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:13s} c={concurrency:<3d} {row}", flush=True)
                     rows.append(row)
                 report["runs"][name] = rows
-                if name == "batching_on":
-                    soak_concurrency = 8
-                    asyncio.run(drive(server.address, requests, soak_concurrency, 200, 120, warmup=0))
-                    before = rss_bytes(server.proc.pid)
-                    soak = asyncio.run(drive(server.address, requests, soak_concurrency, args.soak, 600, warmup=0))
-                    after = rss_bytes(server.proc.pid)
-                    report["soak"] = {
-                        "requests": soak["completed"], "concurrency": soak_concurrency, "errors": soak["errors"],
-                        "rss_before_mib": round(before / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
-                        "rss_growth_pct": round(100.0 * (after - before) / before, 2),
-                    }
-                    print(f"soak: {report['soak']}", flush=True)
             finally:
                 code = server.stop()
                 if code != 0:
                     print(f"warning: server exited {code}", file=sys.stderr)
+        report["soak"] = soak(args, requests)
+        print(f"soak: {report['soak']}", flush=True)
     on = {r["concurrency"]: r for r in report["runs"]["batching_on"]}
     off = {r["concurrency"]: r for r in report["runs"]["batching_off"]}
     top = max(args.concurrency)

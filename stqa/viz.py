@@ -21,7 +21,7 @@ from PIL import Image
 _HEAT_CMAP = "turbo"
 _ACCENT = "#2b8cbe"
 _BEST = "#e6550d"
-_MAX_COLUMNS = 8
+_MAX_COLUMNS = 9
 
 
 def upsample_heatmap(grid: np.ndarray, height: int, width: int) -> tuple[np.ndarray, float]:
@@ -98,8 +98,9 @@ def attention_figure(
                          f"{t} frames (expected ({t},) and ({t}, G, G))")
     indices = list(frame_indices) if frame_indices is not None else list(range(t))
 
-    columns = min(t, _MAX_COLUMNS)
-    rows = (t + columns - 1) // columns
+    # As few rows as fit _MAX_COLUMNS, then the columns spread evenly over them (25 frames: 3 x 9, not 4 x 8).
+    rows = -(-t // _MAX_COLUMNS)
+    columns = -(-t // rows)
     height, width = frames[0].shape[:2]
     aspect = height / max(width, 1)
     panel_w = 1.9
