@@ -24,8 +24,8 @@ namespace stqa::cuda {
 #define STQA_INSTANTIATE(T)                                                                        \\
   template cudaError_t launch_forward<T>(const ForwardParams<T>&, cudaStream_t);                   \\
   template cudaError_t launch_backward<T>(const BackwardParams<T>&, cudaStream_t);                 \\
-  template __global__ void attention_pool_forward_kernel<T, 1>(ForwardParams<T>);                  \\
-  template __global__ void attention_pool_forward_kernel<T, kVec<T>>(ForwardParams<T>);            \\
+  template __global__ void attention_pool_forward_kernel<T, 1>(ForwardParams<T>, int64_t);         \\
+  template __global__ void attention_pool_forward_kernel<T, kVec<T>>(ForwardParams<T>, int64_t);   \\
   template __global__ void attention_pool_backward_kernel<T, 1>(BackwardParams<T>);                \\
   template __global__ void attention_pool_backward_kernel<T, kVec<T>>(BackwardParams<T>);
 STQA_INSTANTIATE(float)

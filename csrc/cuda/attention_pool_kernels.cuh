@@ -4,7 +4,8 @@
 // One thread block per row (b, r) of L positions:
 //   forward:  scores (one warp per position, lanes over K, 16-byte loads, __shfl_xor_sync
 //             reduction) -> masked softmax in warp 0 (fp32) -> weighted sum over L with the threads
-//             spread over C (16-byte loads), so values is read once;
+//             spread over C (16-byte loads), so values is read once; with few rows C is also split
+//             across blocks (grid.y) to fill the GPU;
 //   backward: the same scores + softmax (recomputed, nothing [B,R,L,K]-sized is kept) -> one warp
 //             per position computes <grad_pooled, v_l> and writes grad_values_l = p_l grad_pooled in
 //             the same sweep -> softmax backward in warp 0 -> the threads spread over K write
@@ -258,8 +259,11 @@ __device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ qu
   __syncthreads();
 }
 
+// Grid (rows, column chunks): blockIdx.y takes columns [y * col_chunk, (y + 1) * col_chunk) of C. With
+// few rows (one video: 35) the launcher splits C so that the GPU has enough blocks; every chunk
+// recomputes the row's scores (L x K, small next to L x C) and chunk 0 writes the weights.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) attention_pool_forward_kernel(ForwardParams<T> prm) {
+__global__ void __launch_bounds__(kThreads) attention_pool_forward_kernel(ForwardParams<T> prm, int64_t col_chunk) {
   using A = acc_t<T>;
   const int64_t row = blockIdx.x;
   if (row >= prm.rows) return;
@@ -270,11 +274,14 @@ __global__ void __launch_bounds__(kThreads) attention_pool_forward_kernel(Forwar
   row_softmax<T, VEC>(prm.keys + row * L * K, prm.query + b * K, prm.weight, mask, L, K, prm.score,
                       static_cast<A>(prm.scale), s);
 
-  for (int64_t l = threadIdx.x; l < L; l += blockDim.x) prm.weights[row * L + l] = from_acc<T>(s.p[l]);
+  if (blockIdx.y == 0) {
+    for (int64_t l = threadIdx.x; l < L; l += blockDim.x) prm.weights[row * L + l] = from_acc<T>(s.p[l]);
+  }
 
   const T* __restrict__ values = prm.values + row * L * C;
   T* __restrict__ out = prm.pooled + row * C;
-  for (int64_t c = threadIdx.x * VEC; c < C; c += static_cast<int64_t>(blockDim.x) * VEC) {
+  const int64_t c_end = min(C, (static_cast<int64_t>(blockIdx.y) + 1) * col_chunk);
+  for (int64_t c = blockIdx.y * col_chunk + threadIdx.x * VEC; c < c_end; c += static_cast<int64_t>(blockDim.x) * VEC) {
     A acc[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) acc[j] = 0;
@@ -409,16 +416,36 @@ inline bool can_vectorize(const void* const* ptrs, int n, int64_t C, int64_t K) 
   return true;
 }
 
+// Column chunks per row for the forward grid: about two blocks per SM when rows are few, chunks a
+// multiple of one block's sweep (kThreads * VEC columns) so that 16-byte accesses stay aligned.
+template <typename T>
+inline int64_t forward_col_chunk(int64_t rows, int64_t C, int vec) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
+    sms = 1;
+  }
+  const int64_t sweep = static_cast<int64_t>(kThreads) * vec;
+  const int64_t sweeps = (C + sweep - 1) / sweep;
+  const int64_t wanted = (2 * static_cast<int64_t>(sms) + rows - 1) / rows;
+  const int64_t chunks = wanted < 1 ? 1 : (wanted > sweeps ? sweeps : wanted);
+  const int64_t sweeps_per_chunk = (sweeps + chunks - 1) / chunks;
+  return sweeps_per_chunk * sweep;
+}
+
 template <typename T>
 cudaError_t launch_forward(const ForwardParams<T>& prm, cudaStream_t stream) {
   if (prm.rows == 0) return cudaSuccess;
   const void* ptrs[] = {prm.values, prm.keys, prm.query, prm.weight, prm.pooled};
-  const dim3 grid(static_cast<unsigned>(prm.rows)), block(kThreads);
+  const bool vectorize = can_vectorize<T>(ptrs, 5, prm.C, prm.K);
+  const int64_t col_chunk = prm.C > 0 ? forward_col_chunk<T>(prm.rows, prm.C, vectorize ? kVec<T> : 1) : 1;
+  const int64_t chunks = prm.C > 0 ? (prm.C + col_chunk - 1) / col_chunk : 1;
+  const dim3 grid(static_cast<unsigned>(prm.rows), static_cast<unsigned>(chunks)), block(kThreads);
   const size_t smem = shared_bytes<acc_t<T>>(prm.L);
-  if (can_vectorize<T>(ptrs, 5, prm.C, prm.K)) {
-    attention_pool_forward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm);
+  if (vectorize) {
+    attention_pool_forward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm, col_chunk);
   } else {
-    attention_pool_forward_kernel<T, 1><<<grid, block, smem, stream>>>(prm);
+    attention_pool_forward_kernel<T, 1><<<grid, block, smem, stream>>>(prm, col_chunk);
   }
   return cudaGetLastError();
 }
