@@ -71,8 +71,11 @@ def test_loader_reads_consistent_records(synth_dir):
         assert key_of.setdefault(r.gif_name, r.key) == r.key, "same GIF must have the same key in every task"
     assert len(key_of) == N_VIDEOS and len(set(key_of.values())) == N_VIDEOS
     per_gif = Counter((r.gif_name, r.task) for r in records)
-    assert all(per_gif[(g, t)] == n for g in key_of for t, n in
-               {"count": 1, "action": 1, "transition": 2, "frameqa": 4}.items())
+    assert all(per_gif[(g, t)] == n for g in key_of for t, n in {"action": 2, "transition": 2, "frameqa": 4}.items())
+    assert {per_gif[(g, "count")] for g in key_of} == {1, 2}  # one per shape except the action questions' shape
+    for index in range(N_VIDEOS):
+        scene, _ = synth.sample_video(SEED, index)
+        assert per_gif[(synth.gif_name_for(SEED, index), "count")] == len(scene.objects) - 1
     prefixes = {"count": "COUNT", "action": "ACTION", "transition": "TRANS", "frameqa": "FRAMEQA"}
     for task in tgifqa.TASKS:
         ids = [r.qid for r in records if r.task == task]
@@ -131,8 +134,10 @@ def test_rendered_pixels_follow_the_script():
                     assert len(pixels) == 0
                     if flash:
                         white = np.all(frames[t] == np.array(synth.FLASH_RGB, dtype=np.uint8), axis=-1)
-                        cy, cx = np.argwhere(white).mean(axis=0)
-                        assert abs(cx - x * cfg.size) < 2.5
+                        r = synth.BASE_RADIUS * cfg.size
+                        cx, cy = round(x * cfg.size), round(y * cfg.size)
+                        box = white[int(cy - r) : int(cy + r) + 1, int(cx - r) : int(cx + r) + 1]
+                        assert box.mean() > 0.35  # the shape itself turned white (others may flash too)
                     seen["flash" if flash else "blink"] += 1
                     continue
                 cy, cx = pixels.mean(axis=0)
@@ -162,6 +167,8 @@ def test_answers_are_consistent_with_the_scene():
     for index in range(60):
         scene, questions = synth.sample_video(SEED, index, cfg)
         objs = {o.name: o for o in scene.objects}
+        counted: set[str] = set()
+        asked: set[str] = set()
         assert len({o.color for o in scene.objects}) == len(scene.objects)
         assert len({o.zone for o in scene.objects}) == len(scene.objects)
         assert sum(o.end_zone is not None for o in scene.objects) == 1
@@ -172,6 +179,7 @@ def test_answers_are_consistent_with_the_scene():
             if q.task == "count":
                 obj, action = _parse(text, objs), verb_of[words[-1]]
                 assert [s.reps for s in obj.segments if s.action == action] == [int(f["answer"])]
+                counted.add(obj.name)
             elif q.task in ("action", "transition"):
                 obj = _parse(text, objs)
                 cands = [f[f"a{i}"] for i in range(1, 6)]
@@ -180,6 +188,7 @@ def test_answers_are_consistent_with_the_scene():
                 if q.task == "action":
                     m = 1 if words[-1] == "once" else int(words[-2])
                     assert [s.action for s in obj.segments if s.reps == m] == [answer]
+                    asked.add(obj.name)
                 else:
                     named = verb_of[words[-1]]
                     i = acts.index(named)
@@ -199,6 +208,8 @@ def test_answers_are_consistent_with_the_scene():
                 else:
                     obj = _parse(text, objs)
                     assert f["answer"] == (obj.zone if words[-1] == "start" else obj.final_zone)
+        # Count questions cover every shape but the one the action questions are about.
+        assert len(asked) == 1 and counted == set(objs) - asked
 
 
 def test_answers_are_balanced_per_template(tmp_path):

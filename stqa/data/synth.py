@@ -228,19 +228,24 @@ def _sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Scene, li
         if unique_actions:
             break
 
-    # Repetitions: the counted segment's count is drawn uniformly first; the rest fill the frame budget with
-    # distinct counts per shape (so "what does X do 3 times ?" has one answer).
-    count_obj = int(rng.integers(n_obj))
-    count_slot = int(rng.integers(SEGMENTS_PER_OBJECT))
-    count_answer = int(rng.integers(1, cfg.max_count + 1))
+    # Repetitions. One shape is the subject of the action questions; every other shape has one counted
+    # segment whose count is drawn uniformly from 1..max_count first (one count question each). The other
+    # segments fill the frame budget with counts distinct within a shape (so "what does X do 3 times ?" has
+    # one answer).
+    action_obj = int(rng.integers(n_obj))
+    counted: dict[int, tuple[int, int]] = {}  # shape -> (segment slot, count)
+    for i in range(n_obj):
+        if i != action_obj:
+            counted[i] = (int(rng.integers(SEGMENTS_PER_OBJECT)), int(rng.integers(1, cfg.max_count + 1)))
     reps: list[list[int]] = []
     for i in range(n_obj):
-        if i == count_obj:
-            pool = [r for r in OTHER_REPS if r != count_answer]
-            pairs = [(a, b) for a in pool for b in pool if a != b and count_answer + a + b <= cfg.rep_budget]
+        if i in counted:
+            slot, k = counted[i]
+            pool = [r for r in OTHER_REPS if r != k]
+            pairs = [(a, b) for a in pool for b in pool if a != b and k + a + b <= cfg.rep_budget]
             a, b = _choice(rng, pairs)
             row = [a, b]
-            row.insert(count_slot, count_answer)
+            row.insert(slot, k)
         else:
             triples = [t for t in _ordered_triples(OTHER_REPS) if sum(t) <= cfg.rep_budget]
             row = list(_choice(rng, triples))
@@ -282,23 +287,27 @@ def _sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[Scene, li
     scene = Scene(n_frames, objects)
 
     questions: list[Question] = []
-    # Count.
-    cobj = objects[count_obj]
-    cseg = cobj.segments[count_slot]
-    questions.append(
-        Question("count", {"question": f"How many times does the {cobj.name} {cseg.action} ?", "answer": str(count_answer)})
-    )
-    # Action: a different shape than the counted one, any of its segments; its count is in the text.
-    aobj = objects[_choice(rng, [i for i in range(n_obj) if i != count_obj])]
-    aseg = _choice(rng, aobj.segments)
-    times = "once" if aseg.reps == 1 else f"{aseg.reps} times"
+    # Count: one question per counted shape.
+    for i, (slot, k) in counted.items():
+        cobj, cseg = objects[i], objects[i].segments[slot]
+        questions.append(
+            Question("count", {"question": f"How many times does the {cobj.name} {cseg.action} ?", "answer": str(k)})
+        )
+    # Action: two of the action shape's three segments. These questions name no action, and no count question
+    # is about this shape, so no sibling question rules a candidate out.
+    aobj = objects[action_obj]
     # 6 actions, 5 candidates: leave out an action nobody performs when there is one, so the distractors are
     # things that happen in the video (the choice is symmetric in the action labels: no text leak).
     unseen = [a for a in ACTIONS if not doers[a]]
-    dropped = _choice(rng, unseen or [a for a in ACTIONS if a != aseg.action])
-    questions.append(
-        _mc_question(rng, "action", f"What does the {aobj.name} do {times} ?", aseg.action, [a for a in ACTIONS if a != dropped])
-    )
+    for j in sorted(rng.choice(SEGMENTS_PER_OBJECT, size=2, replace=False).tolist()):
+        aseg = aobj.segments[j]
+        times = "once" if aseg.reps == 1 else f"{aseg.reps} times"
+        dropped = _choice(rng, unseen or [a for a in ACTIONS if a != aseg.action])
+        questions.append(
+            _mc_question(
+                rng, "action", f"What does the {aobj.name} do {times} ?", aseg.action, [a for a in ACTIONS if a != dropped]
+            )
+        )
     # Transition: two questions about two different shapes. The candidates are the five actions other than
     # the one named in the question, so the answer is uniform over them.
     for ti in rng.choice(n_obj, size=2, replace=False).tolist():
