@@ -144,9 +144,11 @@ def test_fp16_and_center_policy(workspace: dict) -> None:
 
 
 def test_usage_errors(workspace: dict, tmp_path: Path, capsys) -> None:
-    args = ["extract", "--videos", str(workspace["videos"]), "--backbone", "tiny", "--out", str(tmp_path / "x.h5")]
-    assert stqa_main([*args, "--annotations", str(workspace["annotations"])]) == 2
+    no_weights = ["extract", "--videos", str(workspace["videos"]), "--backbone", "resnet50",
+                  "--out", str(tmp_path / "x.h5")]
+    assert stqa_main([*no_weights, "--annotations", str(workspace["annotations"])]) == 2
     assert "--weights PATH is required" in capsys.readouterr().err
+    args = ["extract", "--videos", str(workspace["videos"]), "--backbone", "tiny", "--out", str(tmp_path / "x.h5")]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert stqa_main([*args, "--annotations", str(empty), "--weights", str(workspace["weights"])]) == 2
@@ -182,3 +184,31 @@ def test_writer_validation_and_interrupted_entries(tmp_path: Path) -> None:
         FeatureStore(not_features)
     with pytest.raises(FileNotFoundError):
         FeatureStore(tmp_path / "missing.h5")
+
+
+def test_tiny_defaults_to_the_bundled_models_backbone(workspace: dict, tmp_path: Path) -> None:
+    """`stqa synth` then `stqa extract --backbone tiny` needs no weights file: the bundled model carries one."""
+    from stqa.inference import BUNDLED_MODEL
+    from stqa.models.backbone import build_backbone, file_sha256
+
+    out = tmp_path / "bundled.h5"
+    code = stqa_main(["extract", "--videos", str(workspace["videos"]), "--annotations", str(workspace["annotations"]),
+                      "--backbone", "tiny", "--out", str(out), "--frames", str(T), "--tasks", "count"])
+    assert code == 1  # the fixture's corrupt GIF fails; the others are written
+    store = FeatureStore(out)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["weights_hash"] == file_sha256(BUNDLED_MODEL / "model.safetensors")
+    backbone = build_backbone("tiny", BUNDLED_MODEL).eval()
+    assert backbone.weights_hash == file_sha256(BUNDLED_MODEL / "model.safetensors")
+    assert len(store.keys()) >= 1
+
+
+def test_checkpoint_without_backbone_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from stqa.models.backbone import build_backbone
+
+    (tmp_path / "config.json").write_text("{}")
+    save_file({"encoder.weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="has no backbone"):
+        build_backbone("tiny", tmp_path)

@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with the official {Train,Test}_<task>_question.csv files")
     parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     parser.add_argument("--weights", type=Path, default=None,
-                        help="local state_dict (.pth / .safetensors) of the backbone (required; nothing is downloaded)")
+                        help="local state_dict (.pth / .safetensors) of the backbone, or a stqa checkpoint "
+                             "directory trained end to end (its backbone is used); default for tiny: the "
+                             "bundled model's trained backbone; nothing is downloaded")
     parser.add_argument("--out", required=True, type=Path, help="HDF5 feature file (created or resumed)")
     parser.add_argument("--fp16", action="store_true", help="store float16 instead of float32")
     parser.add_argument("--frames", type=int, default=35, help="T: frames sampled per GIF (default 35)")
@@ -121,6 +123,19 @@ def _prefetch(pool: ThreadPoolExecutor, refs: list[GifRef], depth: int, fn) -> I
         yield done
 
 
+def _bundled_backbone(name: str) -> Path | None:
+    """The bundled model's directory when its end-to-end trained backbone is ``name``, else None."""
+    import json
+
+    from stqa.inference import BUNDLED_MODEL
+
+    try:
+        config = json.loads((BUNDLED_MODEL / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return BUNDLED_MODEL if config.get("model", {}).get("backbone") == name else None
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -144,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
 
+    if args.weights is None:
+        args.weights = _bundled_backbone(args.backbone)
     if args.weights is None:
         # Random-init features would differ on every run (and across a resumed file): meaningless.
         print(f"stqa extract: --weights PATH is required ({args.backbone} with random weights gives "

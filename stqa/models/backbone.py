@@ -169,9 +169,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state_dict from ``.safetensors`` or a torch file (``torch.load(weights_only=True)``)."""
+def weights_file(path: str | os.PathLike) -> Path:
+    """The file that holds the weights: ``path`` itself, or a stqa checkpoint directory's model file."""
     path = Path(path)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from ``.safetensors``, a torch file (``torch.load(weights_only=True)``), or the
+    backbone part of a stqa checkpoint directory (a model trained end to end carries its backbone)."""
+    path = Path(path)
+    if path.is_dir():
+        return _checkpoint_backbone_state(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -189,8 +198,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _checkpoint_backbone_state(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    model_file = directory / "model.safetensors"
+    if not model_file.is_file() or not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: not a stqa checkpoint directory (needs model.safetensors "
+                                f"and config.json)")
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in load_file(str(model_file), device="cpu").items()
+             if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"{directory}: this checkpoint has no backbone (it was trained on precomputed "
+                         f"features)")
+    return state
+
+
 def load_weights(backbone: Backbone, path: str | os.PathLike) -> Backbone:
-    """Load a state_dict file into ``backbone`` strictly and record its path and sha256."""
+    """Load a state_dict (file or stqa checkpoint directory) into ``backbone`` strictly; record its
+    path and the sha256 of the weights file."""
     state = read_state_dict(path)
     try:
         backbone.load_state_dict(state, strict=True)
@@ -199,7 +225,7 @@ def load_weights(backbone: Backbone, path: str | os.PathLike) -> Backbone:
         raise ValueError(f"{path}: not a {backbone.name} state_dict in torchvision format: "
                          f"{' '.join(line.strip() for line in detail[:4])[:600]}") from None
     backbone.weights_path = os.fspath(path)
-    backbone.weights_hash = file_sha256(path)
+    backbone.weights_hash = file_sha256(weights_file(path))
     return backbone
 
 
