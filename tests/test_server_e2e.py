@@ -143,7 +143,7 @@ def zero_frame_video(tmp_dir: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def server():
-    s = ServeProcess("--max-batch-delay-ms", "30", "--max-message-mb", "8", "--max-video-mb", "4",
+    s = ServeProcess("--max-batch-delay-ms", "30", "--max-message-mb", "12", "--max-video-mb", "8",
                      "--max-pixels", str(512 * 512), "--max-frames", "200", "--grace-s", "10")
     yield s
     assert s.terminate() == 0
@@ -200,7 +200,7 @@ def test_model_info_and_health(server, stub):
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
     assert list(info.tasks) == [pb.COUNT, pb.ACTION, pb.TRANSITION, pb.FRAMEQA]
     assert info.model_version and info.spec.num_frames > 0 and info.spec.backbone
-    assert info.limits.max_message_bytes == 8 << 20 and info.limits.max_video_bytes == 4 << 20
+    assert info.limits.max_message_bytes == 12 << 20 and info.limits.max_video_bytes == 8 << 20
     assert info.limits.max_frames == 200 and info.limits.max_pixels == 512 * 512
     assert info.models[0].answer_vocab_size > 0
     with channel_to(server.address) as channel:
@@ -225,7 +225,8 @@ def _bad_inputs(tmp_dir: Path) -> dict[str, tuple[dict, grpc.StatusCode, str]]:
         "candidates on count": (dict(ok, video=gif, candidates=CANDIDATES), invalid, "takes no candidates"),
         "unknown task": (dict(ok, video=gif, task=42), invalid, "unknown task"),
         "unspecified task": (dict(ok, video=gif, task=pb.TASK_UNSPECIFIED), invalid, "task is required"),
-        "over the message size": (dict(ok, video=b"\0" * (9 << 20)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        "over the video size": (dict(ok, video=b"\0" * (9 << 20)), invalid, "the limit is 8388608"),
+        "over the message size": (dict(ok, video=b"\0" * (13 << 20)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     }
 
 
@@ -254,6 +255,17 @@ def test_bad_inputs_get_the_right_code_and_the_server_stays_healthy(server, stub
         assert stub.Answer(pb.AnswerRequest(video=sample_videos()[1].read_bytes(), question="q", task=pb.COUNT),
                            timeout=60).answer
     assert 'code="INVALID_ARGUMENT",method="Answer"' in server.metrics()
+
+
+def test_a_video_over_grpcs_default_4_mib_is_answered(stub):
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (320, 320, 3), dtype=np.uint8)).quantize(64) for _ in range(50)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    video = buf.getvalue()
+    assert len(video) > 4 << 20
+    reply = stub.Answer(pb.AnswerRequest(video=video, question="what color is it ?", task=pb.FRAMEQA), timeout=60)
+    assert reply.answer and reply.frame_indices[-1] < 50
 
 
 def test_concurrent_requests_are_batched(server, stub):
