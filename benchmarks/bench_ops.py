@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    cuda = report["device"] == "cuda"
     lines = [
         f"# stqa.ops.attention_pool benchmark ({report['device']})",
         "",
@@ -344,8 +345,8 @@ def markdown(report: dict) -> str:
         "keys, query and weight.",
         "",
         "| shape | B,R,L,C,K | dtype | impl | fwd ms | (min) | fwd GB/s | fwd x eager | fwd+bwd ms | (min) "
-        "| fwd+bwd GB/s | fwd+bwd x eager |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fwd+bwd GB/s | fwd+bwd x eager |" + (" fwd % copy | fwd+bwd % copy |" if cuda else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cuda else ""),
     ]
     for r in report["results"]:
         dims = f"{r['B']},{r['R']},{r['L']},{r['C']},{r['K']}"
@@ -353,6 +354,7 @@ def markdown(report: dict) -> str:
             f"| {r['shape']} | {dims} | {r['dtype']} | {r['impl']} | {r['fwd_ms']:.2f} | {min(r['fwd_ms_all']):.2f} | "
             f"{r['fwd_gbps']:.1f} | {r.get('speedup_fwd', float('nan')):.2f} | {r['fwdbwd_ms']:.2f} | "
             f"{min(r['fwdbwd_ms_all']):.2f} | {r['fwdbwd_gbps']:.1f} | {r.get('speedup_fwdbwd', float('nan')):.2f} |"
+            + (f" {100 * r['fwd_copy_fraction']:.0f} | {100 * r['fwdbwd_copy_fraction']:.0f} |" if cuda else "")
         )
     return "\n".join(lines) + "\n"
 
