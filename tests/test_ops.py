@@ -369,3 +369,14 @@ def test_every_cpu_isa_variant_matches_reference(isa):
         pytest.skip(f"{isa} kernels are not supported by this CPU")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_nan_inputs_propagate_instead_of_vanishing(score):
+    values, keys, query, weight, _ = make_inputs(2, 2, 5, 4, 3, score, mask=None)
+    keys[0, 1, 2, 0] = float("nan")
+    pooled, weights = attention_pool(values, keys, query, weight, None, score=score, scale=scale_for(score))
+    assert torch.isnan(weights[0, 1]).all() and torch.isnan(pooled[0, 1]).all()
+    others = torch.ones(2, 2, dtype=torch.bool)
+    others[0, 1] = False
+    assert torch.isfinite(weights[others]).all() and torch.isfinite(pooled[others]).all()
