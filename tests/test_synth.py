@@ -243,3 +243,7 @@ def test_cli_generates_and_rejects_bad_parameters(tmp_path, capsys):
     assert cli_main(["synth", "--videos", "3"]) == 2
     with pytest.raises(ValueError, match="size"):
         synth.generate(tmp_path / "bad", 4, 0, size=200)
+    # Re-running into the same directory is fine; mixing in GIFs of another run is refused.
+    assert cli_main(["synth", "--out", str(tmp_path / "s"), "--videos", "3", "--seed", "1", "--size", "64"]) == 0
+    assert cli_main(["synth", "--out", str(tmp_path / "s"), "--videos", "3", "--seed", "2"]) == 2
+    assert "another run" in capsys.readouterr().err

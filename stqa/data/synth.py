@@ -489,6 +489,14 @@ def generate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gif_dir = out / "gifs"
+    if gif_dir.is_dir():
+        # GIFs of an earlier, different run would sit next to the new annotations unnoticed.
+        planned = {f"{gif_name_for(seed, i)}.gif" for i in range(n_videos)}
+        stale = sorted(p.name for p in gif_dir.glob("*.gif") if p.name not in planned)
+        if stale:
+            raise ValueError(
+                f"{gif_dir} holds {len(stale)} GIF(s) of another run (e.g. {stale[0]}); use an empty or new --out"
+            )
     if write_gifs:
         gif_dir.mkdir(exist_ok=True)
 
