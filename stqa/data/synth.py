@@ -2,7 +2,7 @@
 
 Each video is an animated GIF of 2-3 flat-coloured shapes (circle, square, triangle, cross) on a plain
 background. Every shape sits in one of four zones (left, right, top, bottom) and performs a script of three
-segments; a segment is one action (jump, blink, grow, shrink, shake, flash) repeated 1..``max_count`` times.
+segments; a segment is one action (jump, blink, grow, shrink, shake, flash) repeated a few times.
 Exactly one shape per video also glides to a free neighbouring zone between two of its segments. The
 questions (count, action, transition, frameqa) are generated *answer first* so that, for every question
 template, the answer is uniformly distributed given the question text and the MC answer index is uniform:
