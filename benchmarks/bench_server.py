@@ -3,7 +3,7 @@
     python benchmarks/bench_server.py                      # bundled model, writes benchmarks/results/server_cpu.*
     python benchmarks/bench_server.py --checkpoint RUN/best --quick
 
-For each server configuration (batching on: --max-batch-size 16 and the default batch delay;
+For each server configuration (batching on: --max-batch-size 8 and the default batch delay;
 off: --max-batch-size 1 --max-batch-delay-ms 0) a fresh `stqa serve` subprocess is started and driven by a
 closed-loop grpc.aio client at concurrency 1, 8 and 32 (each level: 2 x concurrency warm-up requests, then a fixed number of
 requests or a time cap, whichever comes first). Requests cycle through synthetic TGIF-style GIFs and all
@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {
-    "batching_on": ["--max-batch-size", "16"],  # + --max-batch-delay-ms from --batch-delay-ms
+    "batching_on": ["--max-batch-size", "8"],  # the server default; + --max-batch-delay-ms from --batch-delay-ms
     "batching_off": ["--max-batch-size", "1", "--max-batch-delay-ms", "0"],
 }
 
@@ -169,10 +169,10 @@ async def drive(address: str, requests: list, concurrency: int, n_requests: int,
     }
 
 
-def soak(args: argparse.Namespace, requests: list, concurrency: int = 8, warmup: int = 200) -> dict:
+def soak(args: argparse.Namespace, requests: list, flags: list[str], concurrency: int = 8, warmup: int = 200) -> dict:
     """RSS of a fresh batching server before and after ``args.soak`` requests (after a warm-up), sampled
     every quarter of the soak."""
-    server = Server(args.checkpoint, CONFIGS["batching_on"])
+    server = Server(args.checkpoint, flags)
     try:
         asyncio.run(drive(server.address, requests, concurrency, warmup, 300, warmup=0))
         samples = [rss_bytes(server.proc.pid)]
@@ -218,18 +218,20 @@ def markdown(report: dict) -> str:
                          + " / ".join(f"{r['server_stage_mean_ms'][k]:.1f}" for k in ("decode", "queue", "features", "model"))
                          + f" | {r['errors'] or '-'} |")
     s = report["summary"]
-    soak_report = report["soak"]
+    soak_report = report.get("soak")
     lines += [
         "", "## Summary", "",
         f"- p50 at concurrency 1 (batching on): {s['p50_c1_ms']} ms (target < 100 ms)",
         f"- throughput at concurrency {s['top_concurrency']}: batching on / off = {s['batching_speedup']}x "
         "(target >= 2x at 32)",
-        f"- RSS over a {soak_report['requests']}-request soak (fresh batching server, {soak_report['warmup_requests']} warm-up "
-        f"requests, concurrency {soak_report['concurrency']}): {soak_report['rss_before_mib']} MiB -> {soak_report['rss_after_mib']} MiB "
-        f"({soak_report['rss_growth_pct']:+.2f}%, target < 5%); samples every quarter: "
-        f"{', '.join(str(x) for x in soak_report['rss_samples_mib'])} MiB",
-        "",
     ]
+    if soak_report is not None:
+        lines.append(
+            f"- RSS over a {soak_report['requests']}-request soak (fresh batching server, {soak_report['warmup_requests']} "
+            f"warm-up requests, concurrency {soak_report['concurrency']}): {soak_report['rss_before_mib']} MiB -> "
+            f"{soak_report['rss_after_mib']} MiB ({soak_report['rss_growth_pct']:+.2f}%, target < 5%); samples every "
+            f"quarter: {', '.join(str(x) for x in soak_report['rss_samples_mib'])} MiB")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -241,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, nargs="+", default=[100, 400, 800],
                         help="requests per concurrency level (same order)")
     parser.add_argument("--time-cap-s", type=float, default=60.0, help="cap per level in seconds")
-    parser.add_argument("--soak", type=int, default=2000, help="requests in the RSS soak")
+    parser.add_argument("--soak", type=int, default=2000, help="requests in the RSS soak (0: no soak)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="--max-batch-size of the batching server (default 8)")
     parser.add_argument("--batch-delay-ms", type=float, default=None,
                         help="--max-batch-delay-ms of the batching server (default: the server's default)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short soak")
@@ -270,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         report["video_kib"] = float(np.mean([len(r.video) for r in requests]) / 1024)
 
         configs = {name: list(flags) for name, flags in CONFIGS.items()}
+        if args.batch_size is not None:
+            configs["batching_on"] = ["--max-batch-size", str(args.batch_size)]
         if args.batch_delay_ms is not None:
             configs["batching_on"] += ["--max-batch-delay-ms", str(args.batch_delay_ms)]
         report["configs"] = configs
@@ -298,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                 code = server.stop()
                 if code != 0:
                     print(f"warning: server exited {code}", file=sys.stderr)
-        report["soak"] = soak(args, requests)
-        print(f"soak: {report['soak']}", flush=True)
+        if args.soak > 0:
+            report["soak"] = soak(args, requests, configs["batching_on"])
+            print(f"soak: {report['soak']}", flush=True)
     on = {r["concurrency"]: r for r in report["runs"]["batching_on"]}
     off = {r["concurrency"]: r for r in report["runs"]["batching_off"]}
     top = max(args.concurrency)

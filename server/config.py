@@ -34,7 +34,7 @@ class ServerConfig:
     max_in_flight: int = 64
     max_queue: int = 64
     decode_workers: int = 2
-    max_batch_size: int = 16
+    max_batch_size: int = 8
     max_batch_delay_ms: float = 2.0
     grace_s: float = 10.0
     reflection: bool = True
