@@ -101,10 +101,11 @@ auto backward_fn() {
   else return kernels().backward_bf16;
 }
 
-// Rows per task: at least kMinTaskElements elements (tens of microseconds of work) per task, so that
-// small calls (a serving request, temporal attention) stay on the calling thread instead of paying a
-// fork/join, which on a loaded machine costs a scheduler tick (~4 ms measured here) per call.
-constexpr int64_t kMinTaskElements = 8 * at::internal::GRAIN_SIZE;
+// Rows per task: at least kMinTaskElements elements (~0.5 ms of work) per task, so that small calls
+// (temporal attention: 16 x 35 x 1536 elements) stay on the calling thread. A fork/join costs
+// microseconds on an idle machine, but on a loaded one the sleeping OpenMP worker waits for a core:
+// measured here, a scheduler tick (~4 ms) per call, ten times the work itself.
+constexpr int64_t kMinTaskElements = 64 * at::internal::GRAIN_SIZE;
 int64_t grain(int64_t L, int64_t C, int64_t K) {
   return std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, L * (C + K)));
 }
