@@ -270,6 +270,14 @@ def selection_score(val_metrics: dict) -> float:
     return float(np.mean(scores)) if scores else float("-inf")
 
 
+def _mean_losses(losses: dict[str, list[float]], tasks: list[str], world: int, device) -> dict:
+    """Per-task mean training loss of the epoch over all ranks (each rank saw its share of the videos)."""
+    sums = torch.tensor([[sum(losses[t]), len(losses[t])] for t in tasks], dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    return {t: (float(s / n) if n else None) for t, (s, n) in zip(tasks, sums.tolist(), strict=True)}
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     rank, world, device = init_distributed(cfg["device"])
@@ -441,13 +449,14 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
         val_metrics = evaluate_datasets(
             model, val_sets, answer_vocab, cfg["eval_batch_size"], device, rank, world
         )["metrics"]
+        train_loss = _mean_losses(losses, tasks, world, device)
         score = selection_score(val_metrics)
         improved = score > best_score
         best_score = max(best_score, score)
         summary = {
             "epoch": epoch,
             "step": step,
-            "train_loss": {t: float(np.mean(v)) if v else None for t, v in losses.items()},
+            "train_loss": train_loss,
             "val": val_metrics,
             "val_score": score,
             "best_score": best_score,
