@@ -3,11 +3,11 @@
     python benchmarks/bench_server.py                      # bundled model, writes benchmarks/results/server_cpu.*
     python benchmarks/bench_server.py --checkpoint RUN/best --quick
 
-For each server configuration (batching on: --max-batch-size 8 and the default batch delay;
-off: --max-batch-size 1 --max-batch-delay-ms 0) a fresh `stqa serve` subprocess is started and driven by a
-closed-loop grpc.aio client at concurrency 1, 8 and 32 (each level: 2 x concurrency warm-up requests, then a fixed number of
-requests or a time cap, whichever comes first). Requests cycle through synthetic TGIF-style GIFs and all
-four tasks. Then a fresh batching server gets 200 warm-up requests and a soak of 2,000 more, and its RSS
+Two `stqa serve` subprocesses run side by side (batching on: --max-batch-size 8 and the default batch
+delay; off: --max-batch-size 1 --max-batch-delay-ms 0) and a closed-loop grpc.aio client drives them in
+turn at concurrency 1, 8 and 32 (each level: 2 x concurrency warm-up requests, then a fixed number of
+requests or a time cap, whichever comes first; on and off alternate per level so that background load
+affects both alike). Requests cycle through synthetic TGIF-style GIFs and all four tasks. Then a fresh batching server gets 200 warm-up requests and a soak of 2,000 more, and its RSS
 is sampled before and every 500 requests.
 
 The client runs on the same machine and competes with the server for the CPU: the numbers are for the
@@ -208,15 +208,15 @@ def markdown(report: dict) -> str:
         "(other work on the machine shares the CPUs; the client runs on the same machine)",
         f"- command: `{report['command']}`", "",
         "| server | concurrency | completed | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | mean batch "
-        "| server decode / queue / features / model (ms, mean) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| server decode / queue / features / model (ms, mean) | load (1 min) | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for name, rows in report["runs"].items():
         for r in rows:
             lines.append(f"| {name} | {r['concurrency']} | {r['completed']} | {r['throughput_rps']} | {r['p50_ms']} | "
                          f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
                          + " / ".join(f"{r['server_stage_mean_ms'][k]:.1f}" for k in ("decode", "queue", "features", "model"))
-                         + f" | {r['errors'] or '-'} |")
+                         + f" | {r['loadavg_1min']} | {r['errors'] or '-'} |")
     s = report["summary"]
     soak_report = report.get("soak")
     lines += [
@@ -279,16 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_delay_ms is not None:
             configs["batching_on"] += ["--max-batch-delay-ms", str(args.batch_delay_ms)]
         report["configs"] = configs
-        for name, flags in configs.items():
-            server = Server(args.checkpoint, flags)
-            try:
-                with VideoQAClient(server.address) as client:
-                    info = client.model_info()
-                report["model_version"] = info.model_version
-                report["spec"] = {"backbone": info.spec.backbone, "num_frames": info.spec.num_frames,
-                                  "image_size": info.spec.image_size}
-                rows = []
-                for concurrency, n in zip(args.concurrency, args.requests, strict=True):
+        # Both servers run side by side (an idle one costs nothing) and the levels alternate between them,
+        # so that load from other jobs on the machine drifts into both configurations alike.
+        servers = {}
+        try:
+            for name, flags in configs.items():
+                servers[name] = Server(args.checkpoint, flags)
+                report["runs"][name] = []
+            with VideoQAClient(servers["batching_on"].address) as client:
+                info = client.model_info()
+            report["model_version"] = info.model_version
+            report["spec"] = {"backbone": info.spec.backbone, "num_frames": info.spec.num_frames,
+                              "image_size": info.spec.image_size}
+            for concurrency, n in zip(args.concurrency, args.requests, strict=True):
+                for name, server in servers.items():
                     asyncio.run(drive(server.address, requests, concurrency, 2 * concurrency, 60, warmup=0))
                     before = server.histograms()
                     row = asyncio.run(drive(server.address, requests, concurrency, n, args.time_cap_s, warmup=0))
@@ -297,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                     row["mean_batch_size"] = round(means.pop("batch"), 2)
                     # Server stage means in ms (features/model are per batch, shared by its requests).
                     row["server_stage_mean_ms"] = {k: round(v * 1000, 2) for k, v in means.items()}
+                    row["loadavg_1min"] = round(os.getloadavg()[0], 2)
                     print(f"{name:13s} c={concurrency:<3d} {row}", flush=True)
-                    rows.append(row)
-                report["runs"][name] = rows
-            finally:
+                    report["runs"][name].append(row)
+        finally:
+            for server in servers.values():
                 code = server.stop()
                 if code != 0:
                     print(f"warning: server exited {code}", file=sys.stderr)
