@@ -56,7 +56,8 @@ class Checkpoint:
         return f"{self.name}-{self.weights_sha256[:12]}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks (weights provenance and corruption checks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -107,7 +108,7 @@ def save_checkpoint(
         meta = dict(config)
         meta["format"] = FORMAT
         meta["format_version"] = FORMAT_VERSION
-        meta["weights_sha256"] = _sha256(tmp / "model.safetensors")
+        meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if optimizer_state is not None:
             tensors, opt_meta = _optimizer_to_flat(optimizer_state)
@@ -162,7 +163,7 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
             f"({FORMAT_VERSION})"
         )
     weights_path = directory / "model.safetensors"
-    sha = _sha256(weights_path)
+    sha = file_sha256(weights_path)
     expected = config.get("weights_sha256")
     if expected and expected != sha:
         raise CheckpointError(

@@ -445,7 +445,7 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
                 losses[t].append(float(v.detach()))
                 if writer is not None:
                     writer.add_scalar(f"train/loss_{t}", float(v.detach()), step)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         val_metrics = evaluate_datasets(
             model, val_sets, answer_vocab, cfg["eval_batch_size"], device, rank, world
         )["metrics"]

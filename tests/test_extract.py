@@ -188,8 +188,9 @@ def test_writer_validation_and_interrupted_entries(tmp_path: Path) -> None:
 
 def test_tiny_defaults_to_the_bundled_models_backbone(workspace: dict, tmp_path: Path) -> None:
     """`stqa synth` then `stqa extract --backbone tiny` needs no weights file: the bundled model carries one."""
+    from stqa.checkpoint import file_sha256
     from stqa.inference import BUNDLED_MODEL
-    from stqa.models.backbone import build_backbone, file_sha256
+    from stqa.models.backbone import build_backbone
 
     out = tmp_path / "bundled.h5"
     code = stqa_main(["extract", "--videos", str(workspace["videos"]), "--annotations", str(workspace["annotations"]),

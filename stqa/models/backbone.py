@@ -9,13 +9,14 @@ trained jointly with the model on the synthetic benchmark (random init unless we
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from stqa.checkpoint import file_sha256
 
 
 class Backbone(nn.Module):
@@ -159,14 +160,6 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
 # Backbones that are meaningless with random weights (frozen feature extractors).
 NEEDS_WEIGHTS: frozenset[str] = frozenset({"resnet50", "resnet101", "resnet152"})
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_file(path: str | os.PathLike) -> Path:
