@@ -204,8 +204,10 @@ class Predictor:
             s_att = sw[i] if sw is not None else None
             if mc:
                 probs = torch.softmax(scores[i], dim=0)
-                best = int(torch.argmax(scores[i]))
-                order = torch.argsort(probs, descending=True, stable=True).tolist()
+                # Ranked by the raw scores, ties to the lowest index (the official argmax): the answer is
+                # always top_k[0], even when softmax rounding makes probabilities tie.
+                order = torch.argsort(scores[i], descending=True, stable=True).tolist()
+                best = order[0]
                 answer, index, count = q.candidates[best], best, None
                 confidence = float(probs[best])
                 top_k = [(q.candidates[j], float(probs[j])) for j in order]
