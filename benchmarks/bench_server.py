@@ -23,16 +23,14 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from stqa.server.testing import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,27 +69,16 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-class Server:
+class Server(ServeProcess):
+    """A server under load: high in-flight/queue caps so the benchmark, not admission control, sets the load."""
+
     def __init__(self, checkpoint: Path | None, flags: list[str]) -> None:
-        cmd = [sys.executable, "-m", "stqa", "serve", "--port", "0", "--metrics-port", "0",
-               "--log-level", "WARNING", "--max-in-flight", "256", "--max-queue", "256", *flags]
-        if checkpoint is not None:
-            cmd += ["--checkpoint", str(checkpoint)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
-        first = self.proc.stdout.readline()
-        match = re.search(r"listening on (\S+):(\d+)", first)
-        ready = self.proc.stdout.readline() if match else ""
-        if not match or "ready" not in ready:
-            self.proc.kill()
-            raise SystemExit(f"server did not start: {first}{ready}{''.join(self.log)}")
-        self.address = f"{match.group(1)}:{match.group(2)}"
-        self.metrics_url = re.search(r"metrics (http://\S+)", first).group(1)
+        super().__init__("--metrics-port", "0", "--log-level", "WARNING", "--max-in-flight", "256",
+                         "--max-queue", "256", *flags, checkpoint=checkpoint)
 
     def histograms(self) -> dict[str, tuple[float, float]]:
         """(sum, count) so far of the batch-size histogram ("batch") and of every stage latency."""
-        text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
+        text = self.metrics()
         out = {}
         for name, pattern in [("batch", r"stqa_batch_size_{}"),
                               *((stage, r"stqa_stage_latency_seconds_{}\{{stage=\"" + stage + r"\"\}}")
@@ -99,10 +86,6 @@ class Server:
             values = [re.search("^" + pattern.format(kind) + r" (\S+)", text, re.M) for kind in ("sum", "count")]
             out[name] = tuple(float(v.group(1)) if v else 0.0 for v in values)
         return out
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
 
 
 def load_requests(data: Path, limit: int) -> list:
@@ -184,7 +167,7 @@ def soak(args: argparse.Namespace, requests: list, flags: list[str], concurrency
                 errors[code] = errors.get(code, 0) + n
             samples.append(rss_bytes(server.proc.pid))
     finally:
-        server.stop()
+        server.terminate()
     before, after = samples[0], samples[-1]
     return {
         "requests": done, "concurrency": concurrency, "warmup_requests": warmup, "errors": errors,
@@ -306,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     report["runs"][name].append(row)
         finally:
             for server in servers.values():
-                code = server.stop()
+                code = server.terminate()
                 if code != 0:
                     print(f"warning: server exited {code}", file=sys.stderr)
         if args.soak > 0:

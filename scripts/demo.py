@@ -12,14 +12,13 @@ Idempotent: everything goes under out/demo/ and is overwritten.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from stqa.server.testing import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "demo"
@@ -45,36 +44,6 @@ def run_checked(cmd: list[str], what: str) -> None:
     for line in proc.stdout.rstrip().splitlines():
         print(f"   {line}")
     print(f"   ({what}: {time.monotonic() - started:.1f} s)", flush=True)
-
-
-class Server:
-    """`stqa serve --port 0` in a subprocess; the bound port is read from its first stdout line."""
-
-    def __init__(self, checkpoint: Path | None) -> None:
-        cmd = stqa("serve", "--port", "0", "--metrics-port", "-1", "--log-level", "WARNING")
-        if checkpoint is not None:
-            cmd += ["--checkpoint", str(checkpoint)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
-        first = self.proc.stdout.readline()
-        match = re.search(r"listening on (\S+):(\d+)", first)
-        ready = self.proc.stdout.readline() if match else ""
-        if not match or "ready" not in ready:
-            self.proc.kill()
-            self.proc.wait()
-            sys.stderr.write(first + ready + "".join(self.log))
-            raise SystemExit("demo: the server did not start")
-        self.address = f"{match.group(1)}:{match.group(2)}"
-        print(f"   {first.strip()}\n   {ready.strip()}", flush=True)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return -1
 
 
 def pick_questions(data: Path) -> list:
@@ -127,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     run_checked(stqa("evaluate", "--data", str(data), "--out", str(OUT / "eval"), *ckpt_flags), "stqa evaluate")
 
     step("3. stqa serve + Answer calls over gRPC")
-    server = Server(args.checkpoint)
+    try:
+        server = ServeProcess("--metrics-port", "-1", "--log-level", "WARNING", checkpoint=args.checkpoint, cwd=ROOT)
+    except RuntimeError as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    print("   " + server.banner.replace("\n", "\n   "), flush=True)
     correct = total = 0
     try:
         with VideoQAClient(server.address) as client:
@@ -152,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"                picture: {picture.relative_to(ROOT)}", flush=True)
     finally:
         step("4. SIGTERM -> drain -> exit")
-        code = server.stop()
+        code = server.terminate()
     print(f"   server exit status {code}")
     if code != 0:
-        sys.stderr.write("".join(server.log[-30:]))
+        sys.stderr.write("".join(server.stderr_lines[-30:]))
         raise SystemExit("demo: the server did not shut down cleanly")
     print(f"\ndemo done in {time.monotonic() - started:.0f} s: {correct}/{total} answers correct; "
           f"pictures and metrics in {OUT.relative_to(ROOT)}/")

@@ -1,13 +1,20 @@
-"""Run a VideoQAServer on a background thread of the current process (tests, notebooks, benchmarks).
+"""Run the service for tests, demos and benchmarks: in-process on a background thread (ServerThread), or
+as a real `stqa serve` subprocess (ServeProcess).
 
-The server's asyncio loop lives on its own thread, so synchronous code (a test, a grpc sync client)
-can talk to it over a real port and stop it again.
+ServerThread: the server's asyncio loop lives on its own thread, so synchronous code (a test, a grpc sync
+client) can talk to it over a real port and stop it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -81,3 +88,49 @@ class ServerThread:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ServeProcess:
+    """`python -m stqa serve --port 0 FLAGS` in a subprocess; the bound address (and metrics URL) come from
+    its first stdout line, readiness from the second. Stop it with :meth:`terminate` (SIGTERM, drains)."""
+
+    def __init__(self, *flags: str, checkpoint: str | os.PathLike | None = None, env: dict | None = None,
+                 cwd: str | os.PathLike | None = None) -> None:
+        cmd = [sys.executable, "-m", "stqa", "serve", "--port", "0", *flags]
+        if checkpoint is not None:
+            cmd += ["--checkpoint", os.fspath(checkpoint)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                                     env={**os.environ, **(env or {})})
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        first = self.proc.stdout.readline()
+        match = re.search(r"listening on (\S+):(\d+)", first)
+        ready = self.proc.stdout.readline() if match else ""
+        if not match or "ready" not in ready:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"stqa serve did not start: {first!r} {ready!r}\n{''.join(self.stderr_lines[-20:])}")
+        self.address = f"{match.group(1)}:{match.group(2)}"
+        metrics = re.search(r"metrics (http://\S+)", first)
+        self.metrics_url = metrics.group(1) if metrics else None
+        self.banner = first.strip() + "\n" + ready.strip()
+
+    def _drain_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def metrics(self) -> str:
+        """The Prometheus exposition text (the server must have been started with a metrics port)."""
+        if self.metrics_url is None:
+            raise RuntimeError("this server was started without a metrics port")
+        return urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM (graceful drain) and wait; kill and return -9 if it does not exit within ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()

@@ -9,16 +9,13 @@ from __future__ import annotations
 import atexit
 import functools
 import io
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import av
@@ -27,6 +24,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from stqa.server import testing
 
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc
@@ -75,41 +73,12 @@ def sample_videos() -> list[Path]:
     return sorted((synthetic_set() / "gifs").glob("*.gif"))
 
 
-class ServeProcess:
-    """`python -m stqa serve ... --port 0` in a subprocess; reads the bound port from its stdout."""
+class ServeProcess(testing.ServeProcess):
+    """The server under test: metrics on, INFO logs, the bundled model (or a freshly trained tiny one)."""
 
     def __init__(self, *flags: str, env: dict | None = None) -> None:
-        ckpt = model_checkpoint()
-        cmd = [sys.executable, "-m", "stqa", "serve", "--port", "0", "--metrics-port", "0", "--log-level", "INFO"]
-        if ckpt is not None:
-            cmd += ["--checkpoint", str(ckpt)]
-        self.proc = subprocess.Popen([*cmd, *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.stderr_lines: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-        line = self.proc.stdout.readline()
-        match = re.search(r"listening on ([\d.]+):(\d+)", line)
-        if not match:
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {''.join(self.stderr_lines[-20:])}")
-        self.address = f"{match.group(1)}:{match.group(2)}"
-        self.metrics_url = re.search(r"metrics (http://\S+)", line).group(1)
-        ready = self.proc.stdout.readline()
-        if "ready" not in ready:
-            self.proc.kill()
-            raise RuntimeError(f"server did not become ready: {ready!r} {''.join(self.stderr_lines[-20:])}")
-
-    def _drain_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-
-    def metrics(self) -> str:
-        return urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        super().__init__("--metrics-port", "0", "--log-level", "INFO", *flags, checkpoint=model_checkpoint(),
+                         env=env)
 
 
 def channel_to(address: str, max_mb: int = 100) -> grpc.Channel:
