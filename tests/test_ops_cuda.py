@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_ops import make_inputs as cpu_make_inputs
 
 import stqa
 from stqa.ops import attention_pool
@@ -25,18 +26,8 @@ def _require_cuda_build():
 
 
 def make_inputs(B, R, L, C, K, score, dtype, mask="holes", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    values = torch.randn(B, R, L, C, generator=g, dtype=torch.float64)
-    keys = torch.randn(B, R, L, K, generator=g, dtype=torch.float64)
-    query = torch.randn(B, K, generator=g, dtype=torch.float64)
-    weight = torch.randn(K, generator=g, dtype=torch.float64) if score == "additive" else None
-    m = None
-    if mask is not None:
-        m = torch.rand(B, R, L, generator=g) > 0.35
-        if mask == "holes":
-            m[0, 0] = False
-    tensors = [t.to("cuda", dtype) if t is not None else None for t in (values, keys, query, weight)]
-    return (*tensors, None if m is None else m.cuda())
+    """The CPU tests' fresh random inputs (never zeros), on the GPU."""
+    return cpu_make_inputs(B, R, L, C, K, score, dtype=dtype, mask=mask, seed=seed, device="cuda")
 
 
 def scale_for(score):
