@@ -90,6 +90,28 @@ void check_inputs(
   }
 }
 
+void check_backward_inputs(
+    const at::Tensor& grad_pooled,
+    const at::Tensor& grad_weights,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
+    ScoreMode mode) {
+  check_inputs(values, keys, query, weight, mask, mode);
+  const int64_t B = values.size(0), R = values.size(1), L = values.size(2), C = values.size(3);
+  TORCH_CHECK_VALUE(grad_pooled.sizes() == at::IntArrayRef({B, R, C}), "grad_pooled must be [B, R, C] = [",
+                    B, ", ", R, ", ", C, "], got ", grad_pooled.sizes());
+  TORCH_CHECK_VALUE(grad_weights.sizes() == at::IntArrayRef({B, R, L}), "grad_weights must be [B, R, L] = [",
+                    B, ", ", R, ", ", L, "], got ", grad_weights.sizes());
+  TORCH_CHECK_VALUE(grad_pooled.scalar_type() == values.scalar_type() &&
+                        grad_weights.scalar_type() == values.scalar_type(),
+                    "grad_pooled and grad_weights must have the dtype of values (", values.scalar_type(), ")");
+  TORCH_CHECK_VALUE(grad_pooled.device() == values.device() && grad_weights.device() == values.device(),
+                    "grad_pooled and grad_weights must be on the device of values");
+}
+
 }  // namespace detail
 
 TORCH_LIBRARY(stqa, m) {

@@ -55,5 +55,17 @@ void check_inputs(
     const std::optional<at::Tensor>& mask,
     ScoreMode mode);
 
+// check_inputs plus the incoming gradients: grad_pooled [B, R, C] and grad_weights [B, R, L], with the
+// dtype and device of values.
+void check_backward_inputs(
+    const at::Tensor& grad_pooled,
+    const at::Tensor& grad_weights,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
+    ScoreMode mode);
+
 }  // namespace detail
 }  // namespace stqa::ops

@@ -181,19 +181,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_backwa
     double scale,
     std::array<bool, 4> output_mask) {
   const auto mode = ops::parse_score_mode(score);
-  ops::detail::check_inputs(values_in, keys_in, query_in, weight_in, mask_in, mode);
+  ops::detail::check_backward_inputs(grad_pooled_in, grad_weights_in, values_in, keys_in, query_in, weight_in,
+                                     mask_in, mode);
   check_cpu(values_in, "stqa::attention_pool_backward");
   const int64_t B = values_in.size(0), R = values_in.size(1), L = values_in.size(2), C = values_in.size(3),
                 K = keys_in.size(3);
-  TORCH_CHECK_VALUE(grad_pooled_in.sizes() == at::IntArrayRef({B, R, C}), "grad_pooled must be [B, R, C] = [",
-                    B, ", ", R, ", ", C, "], got ", grad_pooled_in.sizes());
-  TORCH_CHECK_VALUE(grad_weights_in.sizes() == at::IntArrayRef({B, R, L}), "grad_weights must be [B, R, L] = [",
-                    B, ", ", R, ", ", L, "], got ", grad_weights_in.sizes());
-  TORCH_CHECK_VALUE(grad_pooled_in.scalar_type() == values_in.scalar_type() &&
-                        grad_weights_in.scalar_type() == values_in.scalar_type(),
-                    "grad_pooled and grad_weights must have the dtype of values (", values_in.scalar_type(), ")");
-  TORCH_CHECK_VALUE(grad_pooled_in.device() == values_in.device() && grad_weights_in.device() == values_in.device(),
-                    "grad_pooled and grad_weights must be on the device of values");
   const auto values = values_in.contiguous(), keys = keys_in.contiguous(), query = query_in.contiguous();
   const auto grad_pooled = grad_pooled_in.contiguous(), grad_weights = grad_weights_in.contiguous();
   const auto weight = contiguous(weight_in), mask = contiguous(mask_in);
