@@ -96,6 +96,8 @@ class Predictor:
 
         self.device = torch.device(device)
         self.model, self.word_vocab, self.answer_vocab, self.spec = model_from_checkpoint(ckpt, self.device)
+        if self.model.backbone is not None:  # this model only ever runs forwards
+            self.model.backbone.fold_batchnorm().to(memory_format=torch.channels_last)
         self.tasks: list[str] = list(self.model.config.tasks)
         self.model_version: str = ckpt.model_version
         self.num_frames: int = int(self.spec.num_frames)

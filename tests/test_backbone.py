@@ -117,3 +117,38 @@ def test_tiny_shapes_gradients_and_weights(tmp_path) -> None:
 def test_registry() -> None:
     assert set(BACKBONES) == {"resnet50", "resnet101", "resnet152", "tiny"}
     assert isinstance(BACKBONES["resnet101"](), ResNetBackbone)
+
+
+def test_fold_batchnorm_and_chunked_inference_keep_the_maps(resnet50_file) -> None:
+    """Inference speed-ups must not change the features: BatchNorm folded into the convolutions (tiny and
+    the torchvision pairs), and CPU no-grad forwards in cache-sized chunks."""
+    import copy
+
+    reference, _ = resnet50_file
+    torch.manual_seed(1)
+    tiny = build_backbone("tiny")
+    with torch.no_grad():
+        for m in tiny.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    for model, size, n in ((tiny, 112, 70), (reference, 64, 3)):  # 70 > cpu_inference_chunk: 3 chunks
+        model.eval()
+        x = torch.randn(n, 3, size, size)
+        with torch.no_grad():
+            expected = torch.cat([model(part) for part in x.split(1)])  # one frame at a time
+            chunked = model(x)
+            folded = copy.deepcopy(model).fold_batchnorm()
+            got = folded(x)
+        tol = 1e-4 * float(expected.abs().max())  # float rounding differs between conv algorithms
+        torch.testing.assert_close(chunked, expected, rtol=1e-3, atol=tol)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=tol)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        build_backbone("tiny").train().fold_batchnorm()
+    # with gradients the whole batch goes through at once (autograd needs every activation anyway)
+    tiny.train()
+    out = tiny(torch.randn(40, 3, 112, 112, requires_grad=True))
+    assert out.shape == (40, 7, 7, 128) and out.requires_grad

@@ -36,10 +36,44 @@ class Backbone(nn.Module):
         """Channel-first maps ``[N, C, h, w]``; subclasses implement it."""
         raise NotImplementedError
 
+    #: Frames per forward when no gradient is needed on the CPU. A whole batch of clips at once (8 x 25
+    #: frames) has early activations far larger than the caches and runs ~2x slower per frame than
+    #: clip-sized chunks (benchmarks/README.md, "Serving"); the result is the same.
+    cpu_inference_chunk: int = 32
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected frames [N, 3, H, W], got {list(x.shape)}")
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and x.shape[0] > self.cpu_inference_chunk:
+            return torch.cat([self.forward(part) for part in x.split(self.cpu_inference_chunk)])
         return self.feature_maps(x).permute(0, 2, 3, 1).contiguous()
+
+    def fold_batchnorm(self) -> Backbone:
+        """Fold every eval-mode BatchNorm into the convolution before it, in place (inference only).
+
+        Covers ``nn.Sequential`` runs ``Conv2d, BatchNorm2d`` and the torchvision pairs ``convK``/``bnK``
+        and ``downsample``; the folded BatchNorm becomes ``nn.Identity``. Outputs stay equal up to float
+        rounding; it saves one pass over every activation. Refuses a module in training mode, whose
+        BatchNorm still uses batch statistics.
+        """
+        if self.training:
+            raise RuntimeError(f"{self.name}: fold_batchnorm() needs eval mode (call .eval() first)")
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        for module in list(self.modules()):
+            if isinstance(module, nn.Sequential):
+                names = list(module._modules)
+                for a, b in zip(names, names[1:], strict=False):
+                    conv, bn = module._modules[a], module._modules[b]
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                        module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                        module._modules[b] = nn.Identity()
+            for k in range(1, 4):
+                conv, bn = getattr(module, f"conv{k}", None), getattr(module, f"bn{k}", None)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    setattr(module, f"conv{k}", fuse_conv_bn_eval(conv, bn))
+                    setattr(module, f"bn{k}", nn.Identity())
+        return self
 
     @staticmethod
     def pooled(maps: torch.Tensor) -> torch.Tensor:
