@@ -305,3 +305,24 @@ def test_missing_path_and_bad_source(tmp_path) -> None:
         decode_video(tmp_path / "nope.gif", 8)
     with pytest.raises(TypeError):
         decode_video(12345, 8)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["bgra", "rgba", "yuv420p"])
+def test_to_rgb24_matches_ffmpeg_conversion(fmt) -> None:
+    """The direct channel pick for packed 4-byte frames (the GIF decoder's bgra) gives exactly what
+    FFmpeg's rgb24 conversion gives, transparent pixels included; other formats go through FFmpeg."""
+    from stqa.video.decode import to_rgb24
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    rgba[::3, :, 3] = 0  # transparent rows
+    if fmt == "yuv420p":
+        frame = av.VideoFrame.from_ndarray(rgba[..., :3].copy(), format="rgb24").reformat(format="yuv420p")
+    else:
+        frame = av.VideoFrame.from_ndarray(rgba[..., [2, 1, 0, 3]].copy() if fmt == "bgra" else rgba, format=fmt)
+    assert frame.format.name == fmt
+    got = to_rgb24(frame)
+    assert got.shape == (H, W, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, frame.to_ndarray(format="rgb24"))
+    if fmt != "yuv420p":
+        np.testing.assert_array_equal(got, rgba[..., :3])

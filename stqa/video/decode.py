@@ -132,7 +132,7 @@ def decode_video(
     else:
         indices = sample_indices(n, num_frames, policy)
         if first.kept is not None:
-            frames = np.stack([first.kept[i].to_ndarray(format="rgb24") for i in indices])
+            frames = np.stack([to_rgb24(first.kept[i]) for i in indices])
         else:
             second = _decode_pass(data, label, limits, deadline, keep=indices)
             if second.n_frames != n:
@@ -274,7 +274,21 @@ def _rgb(frame, result: _Pass) -> np.ndarray:
     if (frame.width, frame.height) != (result.width, result.height):
         raise CorruptVideo(f"frame size changes mid-stream ({result.width}x{result.height} -> "
                            f"{frame.width}x{frame.height})")
-    return frame.to_ndarray(format="rgb24")
+    return to_rgb24(frame)
+
+
+# Packed 4-byte formats whose RGB bytes can be picked out directly: FFmpeg's GIF decoder gives bgra, and
+# swscale's bgra -> rgb24 (which drops alpha the same way) costs ~0.2-1.7 ms per 112 x 112 frame against
+# ~0.03 ms for a numpy channel selection: a third of the decode time of a synthetic clip.
+_RGB_CHANNELS = {"bgra": [2, 1, 0], "rgba": [0, 1, 2], "bgr0": [2, 1, 0], "rgb0": [0, 1, 2]}
+
+
+def to_rgb24(frame) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of a PyAV video frame (alpha dropped, as FFmpeg's rgb24 conversion does)."""
+    channels = _RGB_CHANNELS.get(frame.format.name)
+    if channels is None:
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray()[..., channels]
 
 
 def _check_pixels(width: int, height: int, label: str, limits: VideoLimits) -> None:

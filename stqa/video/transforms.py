@@ -37,18 +37,22 @@ def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     h, w = frames.shape[1], frames.shape[2]
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)  # [t, H, W, 3]
     new_h, new_w = resized_shape(h, w, size)
     if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(x.permute(0, 3, 1, 2), size=(new_h, new_w), mode="bilinear", align_corners=False,
+                          antialias=True).permute(0, 2, 3, 1)
     top = (new_h - size) // 2
     left = (new_w - size) // 2
-    x = x[:, :, top:top + size, left:left + size]
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    # (x/255 - mean)/std == (x - 255 mean)/(255 std); the interpolation may overshoot [0, 255] a
-    # little (antialiasing), which is what torchvision's float pipeline does too, so no clamp.
-    return ((x - mean) / std).contiguous()
+    x = x[:, top:top + size, left:left + size]
+    # (x/255 - mean)/std == x * 1/(255 std) - mean/std, applied channel-last in one pass before the single
+    # transpose to [t, 3, S, S] (twice as fast as normalising the transposed tensor). The interpolation may
+    # overshoot [0, 255] a little (antialiasing), which is what torchvision's float pipeline does too, so no
+    # clamp.
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
+    x = torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
 def pad_clip(x: ArrayOrTensor, num_frames: int) -> tuple[ArrayOrTensor, ArrayOrTensor]:
