@@ -114,18 +114,37 @@ def test_frames_end_to_end_with_tiny_backbone_and_padding():
     torch.testing.assert_close(model("count", tok, lens, mask, frames=frames2).scores, out.scores)
 
 
-def test_forward_tasks_shares_clips_and_matches_per_task_forward():
-    model = make_model("sptp").eval()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_tasks_shares_clips_and_matches_per_task_forward(variant):
+    """A multi-task step (one backbone pass for the clips, questions of every task about them): each
+    task's scores and attention equal a forward of that task alone on its own clips."""
+    model = make_model(variant).eval()
     feats, mask = clip_batch()
     tok, lens = questions()
+    short_tok, short_lens = tok[:2, :4], torch.tensor([4, 2])  # another question length than the others
+    short_tok = short_tok.masked_fill(torch.arange(4) >= short_lens[:, None], 0)
     mtok, mlens = questions(mc=True)
     idx = torch.tensor([2, 0, 0])
-    outs = MultiTaskStep(model)(
-        {"count": {"tokens": tok, "token_lengths": lens, "clip_index": idx},
-         "action": {"tokens": mtok, "token_lengths": mlens, "clip_index": idx}}, mask, features=feats)
-    direct = model("count", tok, lens, mask[idx], features=feats[idx])
-    torch.testing.assert_close(outs["count"].scores, direct.scores)
-    assert outs["action"].scores.shape == (3, 5)
+    inputs = {
+        "count": {"tokens": tok, "token_lengths": lens, "clip_index": idx},
+        "action": {"tokens": mtok, "token_lengths": mlens, "clip_index": idx},
+        "transition": {"tokens": mtok.flip(0), "token_lengths": mlens.flip(0), "clip_index": torch.tensor([1, 1, 2])},
+        "frameqa": {"tokens": short_tok, "token_lengths": short_lens, "clip_index": torch.tensor([0, 2])},
+    }
+    outs = MultiTaskStep(model)(inputs, mask, features=feats)
+    assert set(outs) == set(ALL)
+    for task, x in inputs.items():
+        ci = x["clip_index"]
+        direct = model(task, x["tokens"], x["token_lengths"], mask[ci], features=feats[ci])
+        torch.testing.assert_close(outs[task].scores, direct.scores, rtol=1e-5, atol=1e-6)
+        for name in ("temporal_attention", "spatial_attention"):
+            a, b = getattr(outs[task], name), getattr(direct, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert outs["action"].scores.shape == (3, 5) and outs["frameqa"].scores.shape == (2, 7)
+    with pytest.raises(ValueError, match="not served"):
+        model.forward_tasks({"nope": inputs["count"]}, mask, features=feats)
 
 
 @pytest.mark.parametrize("task", ALL)
