@@ -247,3 +247,50 @@ def test_cli_generates_and_rejects_bad_parameters(tmp_path, capsys):
     assert cli_main(["synth", "--out", str(tmp_path / "s"), "--videos", "3", "--seed", "1", "--size", "64"]) == 0
     assert cli_main(["synth", "--out", str(tmp_path / "s"), "--videos", "3", "--seed", "2"]) == 2
     assert "another run" in capsys.readouterr().err
+
+
+def test_frame_labels_name_what_is_drawn_where():
+    """The perception targets agree with the rendered pixels: the labelled cell holds the centre of a shape
+    of that colour (white while it flashes), blinking shapes have no label, and nothing else is labelled."""
+    cfg = synth.SynthConfig()
+    seen = Counter()
+    for index in range(3):
+        scene, _ = synth.sample_video(SEED, index, cfg)
+        for t in range(scene.n_frames):
+            rgb = np.asarray(synth.render_frame(scene, t, cfg.size).convert("RGB"))
+            labels = synth.frame_labels(scene, t, grid=7)
+            assert labels["color"].shape == (7, 7) and labels["geometry"].shape == (7, 7, 3)
+            expected_cells = 0
+            for obj in scene.objects:
+                x, y, scale, visible, flash = synth.object_state(obj, t)
+                if not visible:
+                    seen["blink"] += 1
+                    continue
+                expected_cells += 1
+                gy, gx = int(y * 7), int(x * 7)
+                colour = "white" if flash else obj.color
+                assert synth.LABEL_COLORS[labels["color"][gy, gx]] == colour
+                assert synth.LABEL_SHAPES[labels["shape"][gy, gx]] == obj.shape
+                gxf, gyf, log_scale = labels["geometry"][gy, gx]
+                assert abs((gx + gxf) / 7 - x) < 1e-6 and abs((gy + gyf) / 7 - y) < 1e-6
+                assert abs(np.exp(log_scale) - scale) < 1e-6
+                if obj.shape != "cross":  # a cross's centre is drawn; check the pixel there has the colour
+                    px = rgb[int(y * cfg.size), int(x * cfg.size)]
+                    want = synth.FLASH_RGB if flash else synth.COLORS[obj.color]
+                    assert tuple(px) == tuple(want), (obj.name, t)
+                seen["flash" if flash else "plain"] += 1
+            assert int(labels["occupied"].sum()) == expected_cells
+            assert (labels["shape"] > 0).sum() == expected_cells
+    assert seen["blink"] and seen["flash"] and seen["plain"]
+    with pytest.raises(ValueError, match="outside"):
+        synth.render_frame(scene, scene.n_frames, cfg.size)
+
+
+def test_gif_names_and_config_round_trip(synth_dir):
+    meta = json.loads((synth_dir / "synth.json").read_text())
+    assert synth.config_from_meta(meta) == synth.SynthConfig()
+    assert synth.parse_gif_name(synth.gif_name_for(SEED, 42)) == (SEED, 42)
+    with pytest.raises(ValueError, match="not a synthetic gif_name"):
+        synth.parse_gif_name("tumblr_abc123")
+    with pytest.raises(ValueError, match="generation parameter"):
+        synth.config_from_meta({"size": 112})

@@ -128,6 +128,54 @@ class FrameClips:
             self.clip(r)
 
 
+class BackboneFeatureClips:
+    """Feature maps ``[t, 7, 7, C]`` of a *frozen* backbone over :class:`FrameClips`, computed once per video.
+
+    For training with ``freeze_backbone``: the backbone never changes, so every epoch would recompute the
+    same maps. They are cached (float16; ~0.3 MB per clip at T=25, C=128) instead of the decoded frames
+    (~1.9 MB), and steps run on features, several times faster than through the backbone.
+    """
+
+    kind = "features"
+
+    def __init__(self, frames: FrameClips, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        self.frames = frames
+        self.backbone = backbone
+        self.device = torch.device(device)
+        self.spec = frames.spec
+        self.num_frames = frames.num_frames
+        self._cache: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def clip(self, record: QARecord) -> torch.Tensor:
+        name = str(record.gif_name)
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None:
+            return hit.float()
+        x = self.frames.load(self.frames.path_for(record))
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.inference_mode():
+                maps = self.backbone(x.to(self.device).contiguous(memory_format=torch.channels_last)).cpu()
+        finally:
+            self.backbone.train(was_training)
+        with self._lock:
+            self._cache[name] = maps.half()
+        return maps
+
+    def preload(self, records: Sequence[QARecord], desc: str = "backbone features") -> None:
+        """Decode every distinct video of ``records`` once and keep its backbone maps."""
+        from tqdm import tqdm
+
+        seen: dict[str, QARecord] = {}
+        for r in records:
+            seen.setdefault(str(r.gif_name), r)
+        for r in tqdm(list(seen.values()), desc=desc, unit="video", leave=False):
+            self.clip(r)
+
+
 class QADataset(torch.utils.data.Dataset):
     """One task's records, encoded: item = dict(index, tokens, lengths, target, clip)."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -410,22 +411,73 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(f"unknown shape {shape!r}")
 
 
+def render_frame(scene: Scene, t: int, size: int) -> Image.Image:
+    """Draw frame ``t`` of ``scene`` as a palette image of ``size`` x ``size`` pixels."""
+    if not 0 <= t < scene.n_frames:
+        raise ValueError(f"frame {t} is outside the scene's {scene.n_frames} frames")
+    im = Image.new("P", (size, size), 0)
+    im.putpalette(_PALETTE_BYTES)
+    draw = ImageDraw.Draw(im)
+    for obj in scene.objects:
+        x, y, scale, visible, flash = object_state(obj, t)
+        if visible:
+            fill = 2 if flash else _COLOR_INDEX[obj.color]
+            _draw_shape(draw, obj.shape, x * size, y * size, BASE_RADIUS * size * scale, fill)
+    bar = round((t + 1) * size / scene.n_frames)
+    draw.rectangle((0, size - 2, bar - 1, size - 1), fill=1)
+    return im
+
+
 def render_frames(scene: Scene, size: int) -> list[Image.Image]:
     """Draw every frame of ``scene`` as a palette image of ``size`` x ``size`` pixels."""
-    frames = []
-    for t in range(scene.n_frames):
-        im = Image.new("P", (size, size), 0)
-        im.putpalette(_PALETTE_BYTES)
-        draw = ImageDraw.Draw(im)
-        for obj in scene.objects:
-            x, y, scale, visible, flash = object_state(obj, t)
-            if visible:
-                fill = 2 if flash else _COLOR_INDEX[obj.color]
-                _draw_shape(draw, obj.shape, x * size, y * size, BASE_RADIUS * size * scale, fill)
-        bar = round((t + 1) * size / scene.n_frames)
-        draw.rectangle((0, size - 2, bar - 1, size - 1), fill=1)
-        frames.append(im)
-    return frames
+    return [render_frame(scene, t, size) for t in range(scene.n_frames)]
+
+
+#: Classes of :func:`frame_labels`: index 0 is an empty cell; "white" is a flashing shape.
+LABEL_COLORS: tuple[str, ...] = ("none", *COLORS, "white")
+LABEL_SHAPES: tuple[str, ...] = ("none", *SHAPES)
+
+
+def frame_labels(scene: Scene, t: int, grid: int = 7) -> dict[str, np.ndarray]:
+    """What is where in frame ``t``, per cell of a ``grid`` x ``grid`` partition of the frame.
+
+    A visible shape labels the cell holding its centre: ``color`` (index into :data:`LABEL_COLORS`),
+    ``shape`` (:data:`LABEL_SHAPES`), and ``geometry`` = (x, y of the centre within the cell in [0, 1),
+    log of the size factor); every other cell is ``none`` with zero geometry. ``occupied`` marks the
+    labelled cells. These are the perception targets of :mod:`stqa.pretrain`.
+    """
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    color = np.zeros((grid, grid), dtype=np.int64)
+    shape = np.zeros((grid, grid), dtype=np.int64)
+    geometry = np.zeros((grid, grid, 3), dtype=np.float32)
+    for obj in scene.objects:
+        x, y, scale, visible, flash = object_state(obj, t)
+        if not visible:
+            continue
+        gx, gy = min(grid - 1, max(0, int(x * grid))), min(grid - 1, max(0, int(y * grid)))
+        color[gy, gx] = LABEL_COLORS.index("white" if flash else obj.color)
+        shape[gy, gx] = LABEL_SHAPES.index(obj.shape)
+        geometry[gy, gx] = (x * grid - gx, y * grid - gy, np.log(scale))
+    return {"color": color, "shape": shape, "geometry": geometry, "occupied": color > 0}
+
+
+def parse_gif_name(name: str) -> tuple[int, int]:
+    """(seed, index) of a synthetic ``gif_name`` (``synth<seed>_<index:06d>``, see :func:`gif_name_for`)."""
+    m = re.fullmatch(r"synth(\d+)_(\d+)", name)
+    if m is None:
+        raise ValueError(f"{name!r} is not a synthetic gif_name (expected synth<seed>_<index>)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def config_from_meta(meta: dict) -> SynthConfig:
+    """The :class:`SynthConfig` a ``synth.json`` was generated with."""
+    try:
+        return SynthConfig(size=int(meta["size"]), min_frames=int(meta["min_frames"]),
+                           max_frames=int(meta["max_frames"]), max_count=int(meta["max_count"]),
+                           test_fraction=float(meta["test_fraction"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"synth.json lacks a generation parameter: {err}") from err
 
 
 def write_gif(frames: list[Image.Image], path: Path) -> None:
