@@ -73,7 +73,7 @@ PRESETS: dict[str, dict] = {
         "synth_seed": 0,
         "pretrain_steps": 1000,
         "freeze_backbone": True,
-        "epochs": 20,
+        "epochs": 40,
         "batch_size": 64,
         "embed_dim": 64,
         "hidden_dim": 128,
