@@ -34,30 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- core: predictions for datasets, sharded ----------------------------------------------------------
-class EncodedClips:
-    """Backbone features of an end-to-end model's clips, computed once per video and cached.
-
-    Evaluation asks for a clip once per question (TGIF-QA GIFs have several); running the backbone once per
-    video instead gives the same features (eval mode: batch norm uses its running statistics)."""
-
-    kind = "features"
-
-    def __init__(self, frames, model) -> None:
-        self.frames, self.model = frames, model
-        self.num_frames = frames.num_frames
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def clip(self, record) -> torch.Tensor:
-        name = str(record.gif_name)
-        if name not in self._cache:
-            frames = self.frames.clip(record)
-            device = next(self.model.parameters()).device
-            with torch.inference_mode():
-                mask = torch.ones(1, frames.shape[0], dtype=torch.bool, device=device)
-                self._cache[name] = self.model.encode_frames(frames[None].to(device), mask)[0].cpu()
-        return self._cache[name]
-
-
 def _raw_predictions(model, dataset, batch_size: int, device, rank: int, world: int) -> dict[int, dict]:
     """index -> raw model output for this rank's shard of ``dataset``."""
     from stqa.data.dataset import evaluation_batches, make_batch, model_inputs
@@ -115,7 +91,12 @@ def evaluate_datasets(model, datasets: dict, answer_vocab, batch_size: int, devi
     if first is not None and first.clips.kind == "frames" and getattr(model, "backbone", None) is not None:
         was_training = model.training
         model.eval()
-        encoded = EncodedClips(first.clips, model)
+        from stqa.data.dataset import BackboneFeatureClips
+
+        # The backbone once per video (TGIF-QA GIFs have several questions), on the same float32 frames
+        # the Predictor uses; maps kept in float32.
+        encoded = BackboneFeatureClips(first.clips, model.backbone, next(model.parameters()).device,
+                                       cache_dtype=torch.float32)
         datasets = {t: ds.with_clips(encoded) for t, ds in datasets.items()}
         try:
             return _evaluate_sets(model, datasets, answer_vocab, batch_size, device, rank, world)

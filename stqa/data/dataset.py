@@ -68,7 +68,49 @@ class FeatureClips:
         """Nothing to do: HDF5 reads are cheap compared with decoding."""
 
 
-class FrameClips:
+class _CachedClips:
+    """Clips computed from video files once per video and kept in memory (``cache_dtype``), thread-safe.
+
+    Subclasses set ``kind``, ``spec``, ``num_frames`` and ``preload_desc`` and implement ``compute``.
+    """
+
+    kind = ""
+    preload_desc = "clips"
+
+    def __init__(self, cache: bool = True, cache_dtype: torch.dtype = torch.float16) -> None:
+        self._cache: dict[str, torch.Tensor] | None = {} if cache else None
+        self._cache_dtype = cache_dtype
+        self._lock = threading.Lock()
+
+    def compute(self, record: QARecord) -> torch.Tensor:
+        """The clip of ``record``'s video, float32 (uncached)."""
+        raise NotImplementedError
+
+    def clip(self, record: QARecord) -> torch.Tensor:
+        name = str(record.gif_name)
+        if self._cache is not None:
+            with self._lock:
+                hit = self._cache.get(name)
+            if hit is not None:
+                return hit.float()
+        x = self.compute(record)
+        if self._cache is not None:
+            with self._lock:
+                self._cache[name] = x.to(self._cache_dtype)
+        return x
+
+    def preload(self, records: Sequence[QARecord], desc: str | None = None) -> None:
+        """Compute every distinct video of ``records`` once (with a progress bar)."""
+        from tqdm import tqdm
+
+        seen: dict[str, QARecord] = {}
+        for r in records:
+            seen.setdefault(str(r.gif_name), r)
+        for r in tqdm(list(seen.values()), desc=desc or self.preload_desc, unit="video", leave=False):
+            self.clip(r)
+
+
+class FrameClips(_CachedClips):
     """Clips decoded from video files ``<videos_dir>/<gif_name>.gif`` (or ``.mp4``/... if present).
 
     ``spec`` is the model's :class:`~stqa.data.features.FeatureSpec` (num_frames, policy, image_size).
@@ -76,17 +118,17 @@ class FrameClips:
     """
 
     kind = "frames"
+    preload_desc = "decoding"
     EXTENSIONS = (".gif", ".mp4", ".webm", ".avi", ".mov", ".mkv")
 
     def __init__(self, videos_dir: str | Path, spec, limits=None, cache: bool = True) -> None:
+        super().__init__(cache)
         self.videos_dir = Path(videos_dir)
         if not self.videos_dir.is_dir():
             raise FileNotFoundError(f"videos directory {self.videos_dir} does not exist")
         self.spec = spec
         self.num_frames = int(spec.num_frames)
         self.limits = limits
-        self._cache: dict[str, torch.Tensor] | None = {} if cache else None
-        self._lock = threading.Lock()
 
     def path_for(self, record: QARecord) -> Path:
         for ext in self.EXTENSIONS:
@@ -104,76 +146,40 @@ class FrameClips:
         )
         return frames_to_tensor(decoded.frames, int(self.spec.image_size))
 
-    def clip(self, record: QARecord) -> torch.Tensor:
-        name = str(record.gif_name)
-        if self._cache is not None:
-            with self._lock:
-                hit = self._cache.get(name)
-            if hit is not None:
-                return hit.float()
-        x = self.load(self.path_for(record))
-        if self._cache is not None:
-            with self._lock:
-                self._cache[name] = x.half()
-        return x
-
-    def preload(self, records: Sequence[QARecord], desc: str = "decoding") -> None:
-        """Decode every distinct video of ``records`` once (with a progress bar)."""
-        from tqdm import tqdm
-
-        seen: dict[str, QARecord] = {}
-        for r in records:
-            seen.setdefault(str(r.gif_name), r)
-        for r in tqdm(list(seen.values()), desc=desc, unit="video", leave=False):
-            self.clip(r)
+    def compute(self, record: QARecord) -> torch.Tensor:
+        return self.load(self.path_for(record))
 
 
-class BackboneFeatureClips:
+class BackboneFeatureClips(_CachedClips):
     """Feature maps ``[t, 7, 7, C]`` of a *frozen* backbone over :class:`FrameClips`, computed once per video.
 
     For training with ``freeze_backbone``: the backbone never changes, so every epoch would recompute the
     same maps. They are cached (float16; ~0.3 MB per clip at T=25, C=128) instead of the decoded frames
-    (~1.9 MB), and steps run on features, several times faster than through the backbone.
+    (~1.9 MB), and steps run on features, several times faster than through the backbone. Evaluation of an
+    end-to-end model uses it too (``cache_dtype=torch.float32``): several questions share each video.
     """
 
     kind = "features"
+    preload_desc = "backbone features"
 
-    def __init__(self, frames: FrameClips, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, frames: FrameClips, backbone: torch.nn.Module, device: torch.device | str = "cpu",
+                 cache_dtype: torch.dtype = torch.float16) -> None:
+        super().__init__(cache_dtype=cache_dtype)
         self.frames = frames
         self.backbone = backbone
         self.device = torch.device(device)
         self.spec = frames.spec
         self.num_frames = frames.num_frames
-        self._cache: dict[str, torch.Tensor] = {}
-        self._lock = threading.Lock()
 
-    def clip(self, record: QARecord) -> torch.Tensor:
-        name = str(record.gif_name)
-        with self._lock:
-            hit = self._cache.get(name)
-        if hit is not None:
-            return hit.float()
-        x = self.frames.load(self.frames.path_for(record))
+    def compute(self, record: QARecord) -> torch.Tensor:
+        x = self.frames.load(self.frames.path_for(record))  # not frames.clip: its frame cache is not needed
         was_training = self.backbone.training
         self.backbone.eval()
         try:
             with torch.inference_mode():
-                maps = self.backbone(x.to(self.device).contiguous(memory_format=torch.channels_last)).cpu()
+                return self.backbone(x.to(self.device).contiguous(memory_format=torch.channels_last)).cpu()
         finally:
             self.backbone.train(was_training)
-        with self._lock:
-            self._cache[name] = maps.half()
-        return maps
-
-    def preload(self, records: Sequence[QARecord], desc: str = "backbone features") -> None:
-        """Decode every distinct video of ``records`` once and keep its backbone maps."""
-        from tqdm import tqdm
-
-        seen: dict[str, QARecord] = {}
-        for r in records:
-            seen.setdefault(str(r.gif_name), r)
-        for r in tqdm(list(seen.values()), desc=desc, unit="video", leave=False):
-            self.clip(r)
 
 
 class QADataset(torch.utils.data.Dataset):
