@@ -121,9 +121,10 @@ def pretrain_backbone(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = torch.device(device)
-    backbone.to(device).train()
-    with torch.no_grad():
+    backbone.to(device).eval()
+    with torch.no_grad():  # map size and channels; in eval mode so BatchNorm statistics do not see it
         probe = backbone(torch.zeros(1, 3, image_size, image_size, device=device))
+    backbone.train()
     grid = int(probe.shape[1])
     head = PerceptionHead(int(probe.shape[-1])).to(device)
     source = SceneFrames(data_root, gif_names, image_size, grid)
