@@ -89,44 +89,13 @@ class _Route:
     tasks: tuple[int, ...]
 
 
-class _BackboneClock:
-    """Time spent in the predictor's backbone (the "features" stage) via torch forward hooks.
-
-    ``Predictor.predict`` runs backbone and ST-VQA in one forward; hooks on ``model.backbone`` split that
-    time without touching the model. Only the single model thread of this predictor runs forwards.
-    """
-
-    def __init__(self, predictor) -> None:
-        self.seconds = 0.0
-        self._started: float | None = None
-        backbone = getattr(getattr(predictor, "model", None), "backbone", None)
-        self.available = backbone is not None and hasattr(backbone, "register_forward_hook")
-        if self.available:
-            backbone.register_forward_pre_hook(self._pre)
-            backbone.register_forward_hook(self._post)
-
-    def _pre(self, _module, _inputs) -> None:
-        self._started = time.perf_counter()
-
-    def _post(self, _module, _inputs, _output) -> None:
-        if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
-            self._started = None
-
-
 def _predict_runner(predictor) -> Callable[[Sequence[Any]], tuple[list[Any], dict[str, float]]]:
     """Wrap ``predictor.predict`` for the batcher: results plus per-stage seconds for the whole batch
-    (``features``: the backbone; ``model``: everything else in ``predict``)."""
-    clock = _BackboneClock(predictor)
+    (``features``: the backbone; ``model``: the rest of the model), as the predictor reports them."""
 
     def run(queries: Sequence[Any]) -> tuple[list[Any], dict[str, float]]:
-        clock.seconds = 0.0
-        started = time.perf_counter()
-        predictions = predictor.predict(list(queries))
-        elapsed = time.perf_counter() - started
-        if clock.available:
-            return predictions, {"features": clock.seconds, "model": max(elapsed - clock.seconds, 0.0)}
-        return predictions, {"model": elapsed}
+        timings: dict[str, float] = {}
+        return predictor.predict(list(queries), timings=timings), timings
 
     return run
 

@@ -11,6 +11,7 @@ batched forward per task present in the queries.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,11 @@ class Predictor:
         self.checkpoint_path = ckpt.path
         self._lock = threading.Lock()
 
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so that stage timings measure it (a no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Predictor:
         """Load a checkpoint directory (or run directory); None = the bundled default model."""
@@ -166,8 +172,12 @@ class Predictor:
 
         return encode_text(self.word_vocab, text, self.max_question_len)
 
-    def predict(self, queries: list[Query]) -> list[Prediction]:
-        """Answer ``queries`` (any mix of tasks): one batched forward per task, results in query order."""
+    def predict(self, queries: list[Query], timings: dict[str, float] | None = None) -> list[Prediction]:
+        """Answer ``queries`` (any mix of tasks): one batched forward per task, results in query order.
+
+        With ``timings``, adds the seconds spent in the backbone (``"features"``) and in the rest of the
+        model (``"model"``) to it.
+        """
         for q in queries:
             self._validate(q)
         results: list[Prediction | None] = [None] * len(queries)
@@ -176,11 +186,11 @@ class Predictor:
             groups.setdefault(q.task, []).append(i)
         for task, idxs in groups.items():
             group = [queries[i] for i in idxs]
-            for i, p in zip(idxs, self._predict_task(task, group), strict=True):
+            for i, p in zip(idxs, self._predict_task(task, group, timings), strict=True):
                 results[i] = p
         return results  # type: ignore[return-value]
 
-    def _predict_task(self, task: str, group: list[Query]) -> list[Prediction]:
+    def _predict_task(self, task: str, group: list[Query], timings: dict[str, float] | None) -> list[Prediction]:
         mc = task in MC_TASKS
         seqs = [[self._encode(f"{q.question} {c}") for c in q.candidates] if mc else [self._encode(q.question)] for q in group]
         max_len = max(len(s) for ss in seqs for s in ss)
@@ -196,7 +206,16 @@ class Predictor:
         frames = torch.stack([q.video.frames for q in group]).to(self.device)
         mask = torch.stack([q.video.mask for q in group]).to(self.device)
         with self._lock, torch.inference_mode():
-            out = self.model(task, tokens.to(self.device), lengths.to(self.device), mask, frames=frames)
+            started = time.perf_counter()
+            features = self.model.encode_frames(frames, mask)
+            if timings is not None:
+                self._sync()
+                encoded = time.perf_counter()
+            out = self.model(task, tokens.to(self.device), lengths.to(self.device), mask, features=features)
+            if timings is not None:
+                self._sync()
+                timings["features"] = timings.get("features", 0.0) + encoded - started
+                timings["model"] = timings.get("model", 0.0) + time.perf_counter() - encoded
         scores = out.scores.float().cpu()
         tw = out.temporal_attention.float().cpu() if out.temporal_attention is not None else None
         sw = out.spatial_attention.float().cpu() if out.spatial_attention is not None else None

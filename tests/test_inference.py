@@ -92,6 +92,15 @@ def test_predict_all_tasks_shapes_and_attention(predictor, synth):
         assert alone.confidence == pytest.approx(p.confidence, abs=1e-5)
 
 
+def test_predict_reports_stage_timings(predictor, synth):
+    queries = _queries(predictor, synth)
+    timings: dict[str, float] = {}
+    preds = predictor.predict(queries, timings=timings)
+    assert set(timings) == {"features", "model"} and all(v > 0 for v in timings.values())
+    # Timing goes through the same forward: the answers do not change.
+    assert [p.answer for p in preds] == [p.answer for p in predictor.predict(queries)]
+
+
 def test_invalid_queries_are_named(predictor, synth):
     video = predictor.prepare_video(next((synth / "gifs").glob("*.gif")))
     five = ["a", "b", "c", "d", "e"]

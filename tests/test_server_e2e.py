@@ -159,6 +159,7 @@ def test_every_task_answers_with_attention(stub, task, candidates):
     assert list(reply.frame_indices) == expected
     _check_attention(reply)
     assert reply.timings.total_ms > 0 and reply.timings.decode_ms > 0 and reply.timings.model_ms > 0
+    assert reply.timings.features_ms > 0  # the backbone, timed by the Predictor
     # Without return_attention the maps are left out.
     plain = stub.Answer(pb.AnswerRequest(video=video.read_bytes(), question="what does the red cross do ?",
                                          task=task, candidates=candidates), timeout=60)

@@ -58,11 +58,13 @@ class FakePredictor:
         decoded = decode_video(source, NUM_FRAMES, limits=limits)
         return SimpleNamespace(frame_indices=[int(i) for i in decoded.indices], n_frames=decoded.n_frames)
 
-    def predict(self, queries):
+    def predict(self, queries, timings=None):
         self.entered.set()
         self.gate.wait(30)
         self.batches.append([q.question for q in queries])
         time.sleep(self.model_s)
+        if timings is not None:
+            timings["model"] = timings.get("model", 0.0) + self.model_s
         if any(q.question == "poison" for q in queries):
             raise ValueError("question 'poison' is not allowed")
         out = []
