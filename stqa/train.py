@@ -57,6 +57,7 @@ DEFAULTS: dict = {
     "synth_seed": 0,
     "pretrain_steps": 0,
     "freeze_backbone": False,
+    "attended_position": False,
 }
 
 PRESETS: dict[str, dict] = {
@@ -123,6 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "needs a `stqa synth` set; default 0)")
     a("--freeze-backbone", action="store_true", default=None,
       help="keep the (pretrained) backbone fixed during QA training: its maps are computed once per video")
+    a("--attended-position", action="store_true", default=None,
+      help="also feed the video LSTM where spatial attention looked (its weighted cell row and column), "
+           "which pooled features lose (not in ST-VQA; needs variant sp or sptp)")
     a("--resume", action="store_true", help="continue from OUT/last")
 
 
@@ -173,6 +177,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --backbone is for end-to-end training on --videos, not with --features")
     if (cfg["pretrain_steps"] or cfg["freeze_backbone"]) and not cfg["backbone"]:
         raise SystemExit("error: --pretrain-steps and --freeze-backbone need a backbone (--videos with --backbone)")
+    if cfg["attended_position"] and cfg["variant"] not in ("sp", "sptp"):
+        raise SystemExit(
+            f"error: --attended-position needs spatial attention (--variant sp or sptp), not {cfg['variant']}"
+        )
     if int(cfg["pretrain_steps"]) < 0:
         raise SystemExit(f"error: --pretrain-steps must be >= 0, got {cfg['pretrain_steps']}")
     return cfg
@@ -408,7 +416,7 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
             num_answers=len(answer_vocab) if answer_vocab is not None else 0, embed_dim=cfg["embed_dim"],
             hidden_dim=cfg["hidden_dim"], att_hidden_dim=cfg["att_hidden_dim"], dropout=cfg["dropout"],
             backbone=cfg["backbone"], attention_impl=cfg["attention_impl"],
-            freeze_embeddings=embeddings is not None,
+            freeze_embeddings=embeddings is not None, attended_position=bool(cfg["attended_position"]),
         )
         model = STVQA(model_cfg, embeddings).to(device)
         if cfg["pretrain_steps"]:

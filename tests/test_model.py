@@ -211,3 +211,59 @@ def test_bad_input_is_named():
         ModelConfig(variant="tp", tasks=["frameqa"], vocab_size=V, feature_dim=C)
     with pytest.raises(ValueError, match="unknown model config field"):
         ModelConfig.from_dict({"variant": "tp", "tasks": ["count"], "vocab_size": 3, "feature_dim": 2, "x": 1})
+
+
+def test_attended_position_lets_the_model_see_where_it_looked():
+    """Plain ST-VQA pools the attended cells' features, so moving an object to another cell changes
+    nothing; with attended_position the video LSTM also reads where attention looked."""
+    plain = make_model("sptp").eval()
+    torch.manual_seed(0)
+    model = STVQA(ModelConfig.from_dict(dict(plain.config.to_dict(), attended_position=True))).eval()
+    assert model.video_lstm.layers[0].input_size == C + 2
+    _, mask = clip_batch()
+    tok, lens = questions()
+    obj = torch.randn(C)
+    left, right = torch.zeros(3, 6, 7, 7, C), torch.zeros(3, 6, 7, 7, C)
+    left[:, :, 3, 1], right[:, :, 3, 5] = obj, obj
+    torch.testing.assert_close(plain("frameqa", tok, lens, mask, features=left).scores,
+                               plain("frameqa", tok, lens, mask, features=right).scores)
+    assert not torch.allclose(model("frameqa", tok, lens, mask, features=left).scores,
+                              model("frameqa", tok, lens, mask, features=right).scores)
+    with pytest.raises(ValueError, match="attended_position needs spatial attention"):
+        ModelConfig(variant="tp", tasks=["count"], vocab_size=V, feature_dim=C, attended_position=True)
+    with pytest.raises(ValueError, match="7x7 feature maps"):
+        model("count", tok, lens, mask, features=torch.zeros(3, 6, 5, 5, C))
+
+
+def test_attended_position_learns_a_location_question():
+    """'Where is the object?' (left/top/right/bottom) is learnable with attended_position, not without."""
+    g = torch.Generator().manual_seed(5)
+    zones = [(3, 1), (1, 3), (3, 5), (5, 3)]
+    obj = torch.randn(C, generator=g)
+
+    def batch(n: int):
+        answer = torch.randint(0, 4, (n,), generator=g)
+        feats = 0.1 * torch.randn(n, 2, 7, 7, C, generator=g)
+        for i, a in enumerate(answer.tolist()):
+            feats[i, :, zones[a][0], zones[a][1]] += obj
+        tok = torch.full((n, 3), 5)
+        return feats, torch.ones(n, 2, dtype=torch.bool), tok, torch.full((n,), 3), answer + 2  # 0/1: pad/unk
+
+    accuracy = {}
+    for where in (False, True):
+        torch.manual_seed(0)
+        model = STVQA(ModelConfig(variant="sp", tasks=["frameqa"], vocab_size=V, feature_dim=C, num_answers=6,
+                                  embed_dim=8, hidden_dim=H, att_hidden_dim=8, dropout=0.0,
+                                  attention_impl="reference", attended_position=where))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(400):
+            feats, mask, tok, lens, y = batch(32)
+            loss = task_loss("frameqa", model("frameqa", tok, lens, mask, features=feats).scores, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        feats, mask, tok, lens, y = batch(200)
+        with torch.no_grad():
+            pred = model.eval()("frameqa", tok, lens, mask, features=feats).scores.argmax(-1)
+        accuracy[where] = float((pred == y).float().mean())
+    assert accuracy[True] > 0.9 and accuracy[False] < 0.5, accuracy

@@ -170,6 +170,9 @@ def test_config_file_and_cli_precedence(bench, tmp_path):
         train.resolve_config(train_args(config=bad, out=tmp_path / "z"))
     with pytest.raises(SystemExit, match="exactly one of --features"):
         train.resolve_config(train_args(data=data, out=tmp_path / "z"))
+    with pytest.raises(SystemExit, match="--attended-position needs spatial attention"):
+        train.resolve_config(train_args(data=data, features=feats, out=tmp_path / "z", variant="concat",
+                                        attended_position=True))
 
 
 def test_training_schedule_groups_videos_and_is_deterministic():

@@ -35,6 +35,7 @@ VARIANTS: tuple[str, ...] = ("concat", "sp", "tp", "sptp")
 TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
 MC_TASKS: tuple[str, ...] = ("action", "transition")
 NUM_CANDIDATES = 5
+GRID = 7  # feature maps are GRID x GRID cells
 
 
 @dataclass
@@ -53,6 +54,10 @@ class ModelConfig:
     backbone: str | None = None  # None: precomputed features; "tiny": trained end to end from frames
     attention_impl: str = "fused"
     freeze_embeddings: bool = False
+    # Append where spatial attention looked (the attention-weighted row and column of the cells, in
+    # [-1, 1]) to the video LSTM's input: the pooled features alone do not say where they came from
+    # (not in the paper; see docs/fidelity.md).
+    attended_position: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -67,6 +72,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attended_position and not self.spatial:
+            raise ValueError(f"attended_position needs spatial attention (variant sp or sptp), not {self.variant!r}")
 
     @property
     def spatial(self) -> bool:
@@ -189,11 +196,18 @@ class STVQA(nn.Module):
             with torch.no_grad():
                 self.embedding.weight.copy_(embeddings)
         self.embedding.weight.requires_grad_(not config.freeze_embeddings)
-        self.video_lstm = _StackedLSTM(config.feature_dim, config.hidden_dim, self.NUM_LAYERS, config.dropout)
+        video_dim = config.feature_dim + (2 if config.attended_position else 0)
+        self.video_lstm = _StackedLSTM(video_dim, config.hidden_dim, self.NUM_LAYERS, config.dropout)
         self.text_lstm = _StackedLSTM(config.embed_dim, config.hidden_dim, self.NUM_LAYERS, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.spatial_attention: SpatialAttention | None = None
         self.temporal_attention: TemporalAttention | None = None
+        coords = None
+        if config.attended_position:
+            axis = torch.linspace(-1.0, 1.0, GRID)
+            rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+            coords = torch.stack([rows, cols], -1).reshape(GRID * GRID, 2)
+        self.register_buffer("cell_coords", coords, persistent=False)
         if config.spatial:
             self.spatial_attention = SpatialAttention(
                 config.feature_dim, h2, hidden_dim=config.att_hidden_dim, impl=config.attention_impl
@@ -281,9 +295,13 @@ class STVQA(nn.Module):
         spatial_w = None
         if self.spatial_attention is not None:
             # The spatial query comes from the text, so each (question, candidate) reads its own video pass.
+            if self.cell_coords is not None and tuple(features.shape[2:4]) != (GRID, GRID):
+                raise ValueError(f"attended_position needs {GRID}x{GRID} feature maps, got {tuple(features.shape[2:4])}")
             features, frame_mask = features[rows], frame_mask[rows]
             _, text_only = self.text_lstm(embedded, token_lengths)
             video_in, spatial_w = self.spatial_attention(features, _state_vector(text_only), frame_mask)
+            if self.cell_coords is not None:
+                video_in = torch.cat([video_in, spatial_w @ self.cell_coords.to(spatial_w.dtype)], -1)
             memory, video_final = self.video_lstm(
                 self.dropout(video_in), frame_mask.sum(1), return_outputs=self.config.temporal
             )
