@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stqa.models.stvqa import STVQA, TASKS, VARIANTS, ModelConfig, MultiTaskStep, task_loss
+from stqa.models.stvqa import SPATIAL_VARIANTS, STVQA, TASKS, VARIANTS, ModelConfig, MultiTaskStep, task_loss
 
 DEFAULTS: dict = {
     "task": "all",
@@ -177,7 +177,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --backbone is for end-to-end training on --videos, not with --features")
     if (cfg["pretrain_steps"] or cfg["freeze_backbone"]) and not cfg["backbone"]:
         raise SystemExit("error: --pretrain-steps and --freeze-backbone need a backbone (--videos with --backbone)")
-    if cfg["attended_position"] and cfg["variant"] not in ("sp", "sptp"):
+    # Checked here too (ModelConfig checks it again) so the error comes before any data is loaded.
+    if cfg["attended_position"] and cfg["variant"] not in SPATIAL_VARIANTS:
         raise SystemExit(
             f"error: --attended-position needs spatial attention (--variant sp or sptp), not {cfg['variant']}"
         )

@@ -32,6 +32,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from stqa.nn import SpatialAttention, TemporalAttention
 
 VARIANTS: tuple[str, ...] = ("concat", "sp", "tp", "sptp")
+SPATIAL_VARIANTS: tuple[str, ...] = ("sp", "sptp")
 TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
 MC_TASKS: tuple[str, ...] = ("action", "transition")
 NUM_CANDIDATES = 5
@@ -77,7 +78,7 @@ class ModelConfig:
 
     @property
     def spatial(self) -> bool:
-        return self.variant in ("sp", "sptp")
+        return self.variant in SPATIAL_VARIANTS
 
     @property
     def temporal(self) -> bool:
