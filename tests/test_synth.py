@@ -212,6 +212,40 @@ def test_answers_are_consistent_with_the_scene():
         assert len(asked) == 1 and counted == set(objs) - asked
 
 
+def _active_action(obj: synth.SceneObject, t: int) -> str | None:
+    """The action ``obj`` is in the middle of at frame ``t`` (an active frame of a repetition), else None."""
+    for seg in obj.segments:
+        if seg.start <= t < seg.end and (t - seg.start) % synth.REP_FRAMES < synth.ACTIVE_FRAMES:
+            return seg.action
+    return None
+
+
+def test_frameqa_object_and_color_are_answerable_from_one_frame():
+    """As in TGIF-QA, some single frame shows both the asked event and the asked attribute of its doer."""
+    cfg = synth.SynthConfig()
+    asked = Counter()
+    for index in range(40):
+        scene, questions = synth.sample_video(SEED, index, cfg)
+        frames = np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, cfg.size)])
+        for q in questions:
+            if q.task != "frameqa" or synth.FRAMEQA_TYPES[int(q.fields["type"])] not in ("object", "color"):
+                continue
+            qtype = synth.FRAMEQA_TYPES[int(q.fields["type"])]
+            verb = next(w for w in q.fields["question"].split() if w.endswith("ing"))
+            action = next(a for a, v in synth.VERB_ING.items() if v == verb)
+            asked[action] += 1
+            (doer,) = [o for o in scene.objects if action in (s.action for s in o.segments)]
+            # object: the doer is drawn (own colour or flash white); color: it is drawn in its own colour.
+            shown = [synth.COLORS[doer.color]] + ([synth.FLASH_RGB] if qtype == "object" else [])
+            witnesses = [
+                t for t in range(scene.n_frames)
+                if _active_action(doer, t) == action
+                and any(np.all(frames[t] == np.array(rgb, dtype=np.uint8), axis=-1).any() for rgb in shown)
+            ]
+            assert witnesses, f"video {index}: no single frame answers {q.fields['question']!r}"
+    assert "blink" not in asked and set(asked) == set(synth.SHAPE_SHOWN_ACTIONS)
+
+
 def test_answers_are_balanced_per_template(tmp_path):
     synth.generate(tmp_path, 3000, 1, write_gifs=False)
     assert not (tmp_path / "gifs").exists()
