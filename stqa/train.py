@@ -58,6 +58,7 @@ DEFAULTS: dict = {
     "pretrain_steps": 0,
     "freeze_backbone": False,
     "attended_position": False,
+    "question_gate": False,
 }
 
 PRESETS: dict[str, dict] = {
@@ -127,6 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--attended-position", action="store_true", default=None,
       help="also feed the video LSTM where spatial attention looked (its weighted cell row and column), "
            "which pooled features lose (not in ST-VQA; needs variant sp or sptp)")
+    a("--question-gate", action="store_true", default=None,
+      help="scale the video LSTM's input channels by a sigmoid gate computed from the question, so it follows "
+           "what the question asks about (not in ST-VQA; needs variant sp or sptp)")
     a("--resume", action="store_true", help="continue from OUT/last")
 
 
@@ -178,10 +182,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if (cfg["pretrain_steps"] or cfg["freeze_backbone"]) and not cfg["backbone"]:
         raise SystemExit("error: --pretrain-steps and --freeze-backbone need a backbone (--videos with --backbone)")
     # Checked here too (ModelConfig checks it again) so the error comes before any data is loaded.
-    if cfg["attended_position"] and cfg["variant"] not in SPATIAL_VARIANTS:
-        raise SystemExit(
-            f"error: --attended-position needs spatial attention (--variant sp or sptp), not {cfg['variant']}"
-        )
+    for option in ("attended_position", "question_gate"):
+        if cfg[option] and cfg["variant"] not in SPATIAL_VARIANTS:
+            flag = "--" + option.replace("_", "-")
+            raise SystemExit(f"error: {flag} needs spatial attention (--variant sp or sptp), not {cfg['variant']}")
     if int(cfg["pretrain_steps"]) < 0:
         raise SystemExit(f"error: --pretrain-steps must be >= 0, got {cfg['pretrain_steps']}")
     return cfg
@@ -418,6 +422,7 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
             hidden_dim=cfg["hidden_dim"], att_hidden_dim=cfg["att_hidden_dim"], dropout=cfg["dropout"],
             backbone=cfg["backbone"], attention_impl=cfg["attention_impl"],
             freeze_embeddings=embeddings is not None, attended_position=bool(cfg["attended_position"]),
+            question_gate=bool(cfg["question_gate"]),
         )
         model = STVQA(model_cfg, embeddings).to(device)
         if cfg["pretrain_steps"]:

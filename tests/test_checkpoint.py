@@ -17,10 +17,10 @@ from stqa.models.stvqa import STVQA, ModelConfig
 SPEC = FeatureSpec(backbone="resnet152", channels=12, num_frames=6, policy="uniform", image_size=224)
 
 
-def _model(seed: int = 0, attended_position: bool = False) -> STVQA:
+def _model(seed: int = 0, **options: bool) -> STVQA:
     torch.manual_seed(seed)
     cfg = ModelConfig(variant="sptp", tasks=["count", "frameqa"], vocab_size=10, feature_dim=12, num_answers=5,
-                      embed_dim=4, hidden_dim=8, att_hidden_dim=4, dropout=0.0, attended_position=attended_position)
+                      embed_dim=4, hidden_dim=8, att_hidden_dim=4, dropout=0.0, **options)
     return STVQA(cfg).eval()
 
 
@@ -42,9 +42,9 @@ def _inputs():
     return torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]), mask, feats
 
 
-@pytest.mark.parametrize("attended_position", [False, True])
-def test_round_trip_gives_identical_outputs(tmp_path, attended_position):
-    model = _model(attended_position=attended_position)
+@pytest.mark.parametrize("options", [{}, {"attended_position": True}, {"question_gate": True}])
+def test_round_trip_gives_identical_outputs(tmp_path, options):
+    model = _model(**options)
     save_checkpoint(tmp_path / "ck", model.state_dict(), _meta(model))
     loaded = load_checkpoint(tmp_path / "ck")
     again, words, answers, spec = model_from_checkpoint(loaded)

@@ -235,6 +235,33 @@ def test_attended_position_lets_the_model_see_where_it_looked():
         model("count", tok, lens, mask, features=torch.zeros(3, 6, 5, 5, C))
 
 
+def test_question_gate_lets_the_question_choose_what_the_video_lstm_reads():
+    """With the gate fully open the model is plain ST-VQA; a closed channel no longer reaches the answer."""
+    plain = make_model("sptp").eval()
+    model = STVQA(ModelConfig.from_dict(dict(plain.config.to_dict(), question_gate=True))).eval()
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["question_gate.bias", "question_gate.weight"]
+    _, mask = clip_batch()
+    tok, lens = questions()
+    # Every cell alike: attention stays uniform whatever one channel does, so only the gate decides.
+    feats = torch.randn(3, 6, 1, 1, C, generator=torch.Generator().manual_seed(3)).expand(3, 6, 7, 7, C).clone()
+    bumped = feats.clone()
+    bumped[..., 0] += 2.0
+    with torch.no_grad():
+        model.question_gate.weight.zero_()
+        model.question_gate.bias.fill_(40.0)
+    torch.testing.assert_close(model("count", tok, lens, mask, features=feats).scores,
+                               plain("count", tok, lens, mask, features=feats).scores)
+    assert not torch.allclose(plain("count", tok, lens, mask, features=feats).scores,
+                              plain("count", tok, lens, mask, features=bumped).scores)
+    with torch.no_grad():
+        model.question_gate.bias[0] = -40.0
+    torch.testing.assert_close(model("count", tok, lens, mask, features=feats).scores,
+                               model("count", tok, lens, mask, features=bumped).scores)
+    with pytest.raises(ValueError, match="question_gate needs spatial attention"):
+        ModelConfig(variant="concat", tasks=["count"], vocab_size=V, feature_dim=C, question_gate=True)
+
+
 def test_attended_position_learns_a_location_question():
     """'Where is the object?' (left/top/right/bottom) is learnable with attended_position, not without."""
     g = torch.Generator().manual_seed(5)

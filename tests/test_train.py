@@ -173,6 +173,9 @@ def test_config_file_and_cli_precedence(bench, tmp_path):
     with pytest.raises(SystemExit, match="--attended-position needs spatial attention"):
         train.resolve_config(train_args(data=data, features=feats, out=tmp_path / "z", variant="concat",
                                         attended_position=True))
+    with pytest.raises(SystemExit, match="--question-gate needs spatial attention"):
+        train.resolve_config(train_args(data=data, features=feats, out=tmp_path / "z", variant="tp",
+                                        question_gate=True))
 
 
 def test_training_schedule_groups_videos_and_is_deterministic():

@@ -59,6 +59,10 @@ class ModelConfig:
     # [-1, 1]) to the video LSTM's input: the pooled features alone do not say where they came from
     # (not in the paper; see docs/fidelity.md).
     attended_position: bool = False
+    # Scale each channel of the video LSTM's input by a sigmoid gate computed from the text-only pass, so
+    # the question picks which properties of the attended shape the video LSTM follows (not in the paper;
+    # see docs/fidelity.md).
+    question_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -75,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attended_position and not self.spatial:
             raise ValueError(f"attended_position needs spatial attention (variant sp or sptp), not {self.variant!r}")
+        if self.question_gate and not self.spatial:
+            raise ValueError(f"question_gate needs spatial attention (variant sp or sptp), not {self.variant!r}")
 
     @property
     def spatial(self) -> bool:
@@ -209,6 +215,7 @@ class STVQA(nn.Module):
             rows, cols = torch.meshgrid(axis, axis, indexing="ij")
             coords = torch.stack([rows, cols], -1).reshape(GRID * GRID, 2)
         self.register_buffer("cell_coords", coords, persistent=False)
+        self.question_gate = nn.Linear(h2, video_dim) if config.question_gate else None
         if config.spatial:
             self.spatial_attention = SpatialAttention(
                 config.feature_dim, h2, hidden_dim=config.att_hidden_dim, impl=config.attention_impl
@@ -300,9 +307,12 @@ class STVQA(nn.Module):
                 raise ValueError(f"attended_position needs {GRID}x{GRID} feature maps, got {tuple(features.shape[2:4])}")
             features, frame_mask = features[rows], frame_mask[rows]
             _, text_only = self.text_lstm(embedded, token_lengths)
-            video_in, spatial_w = self.spatial_attention(features, _state_vector(text_only), frame_mask)
+            query = _state_vector(text_only)
+            video_in, spatial_w = self.spatial_attention(features, query, frame_mask)
             if self.cell_coords is not None:
                 video_in = torch.cat([video_in, spatial_w @ self.cell_coords.to(spatial_w.dtype)], -1)
+            if self.question_gate is not None:
+                video_in = video_in * torch.sigmoid(self.question_gate(query)).unsqueeze(1)
             memory, video_final = self.video_lstm(
                 self.dropout(video_in), frame_mask.sum(1), return_outputs=self.config.temporal
             )
