@@ -40,14 +40,14 @@ proto: $(VENV)/.deps
 demo: $(VENV)/.built
 	$(PY) scripts/demo.py
 
-# The bundled default model: generate data/synth6000 if absent, train (resuming an interrupted run), copy the
+# The bundled default model: generate data/synth24000 if absent, train (resuming an interrupted run), copy the
 # best-on-validation checkpoint into the package, and score it on the synthetic test split.
-MODEL_RUN := runs/synth6000
+MODEL_RUN := runs/synth24000
 model: $(VENV)/.built
 	$(STQA) train --preset synthetic --out $(MODEL_RUN) $$(test -f $(MODEL_RUN)/last/config.json && echo --resume)
 	rm -rf stqa/assets/default.new && cp -r $(MODEL_RUN)/best stqa/assets/default.new
 	rm -rf stqa/assets/default && mv stqa/assets/default.new stqa/assets/default
-	$(STQA) evaluate --data data/synth6000 --split test --out results/synth6000 \
+	$(STQA) evaluate --data data/synth24000 --split test --out results/synth24000 \
 		--baseline random --baseline majority --baseline text-only
 
 bench: $(VENV)/.built

@@ -153,6 +153,23 @@ def test_same_seed_same_losses_and_resume_continues(bench, tmp_path):
         train.run(train_args(out=tmp_path / "c", epochs=3, **kw))
 
 
+def test_synthetic_preset_generates_its_set_and_refuses_other_formats(tmp_path):
+    from stqa import train
+    from stqa.data import synth
+
+    cfg = {"data": str(tmp_path / "s"), "synth_videos": 4, "synth_seed": 0}
+    train.ensure_synthetic(cfg)
+    meta = json.loads((tmp_path / "s" / "synth.json").read_text())
+    assert meta["format_version"] == synth.FORMAT_VERSION and meta["n_videos"] == 4
+    train.ensure_synthetic(cfg)  # present and current: used as it is
+    (tmp_path / "s" / "synth.json").write_text(json.dumps(dict(meta, format_version=1)))
+    with pytest.raises(SystemExit, match=f"holds synthetic format 1 but this stqa generates format {synth.FORMAT_VERSION}"):
+        train.ensure_synthetic(cfg)
+    (tmp_path / "s" / "synth.json").unlink()
+    with pytest.raises(SystemExit, match="has no synth.json"):
+        train.ensure_synthetic(cfg)
+
+
 def test_config_file_and_cli_precedence(bench, tmp_path):
     from stqa import train
 
