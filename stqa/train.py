@@ -222,11 +222,11 @@ def seed_everything(seed: int) -> None:
 # -- data --------------------------------------------------------------------------------------------
 def ensure_synthetic(cfg: dict) -> None:
     """The synthetic preset generates its benchmark on first use."""
+    if not cfg.get("synth_videos"):
+        return
     from stqa.data.synth import FORMAT_VERSION, generate
 
     data = Path(cfg["data"])
-    if not cfg.get("synth_videos"):
-        return
     if not any(data.glob("Train_*_question.csv")):
         print(f"generating the synthetic benchmark in {data} ({cfg['synth_videos']} videos)", file=sys.stderr)
         generate(data, int(cfg["synth_videos"]), int(cfg["synth_seed"]))

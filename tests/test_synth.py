@@ -25,6 +25,16 @@ def synth_dir(tmp_path_factory) -> Path:
     return out
 
 
+def _rgb_frames(scene: synth.Scene, size: int) -> np.ndarray:
+    """The scene's rendered frames as uint8 RGB ``[t, H, W, 3]``."""
+    return np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, size)])
+
+
+def _drawn_in(frames: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """Per-pixel mask of where ``rgb`` is drawn."""
+    return np.all(frames == np.array(rgb, dtype=np.uint8), axis=-1)
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -113,7 +123,7 @@ def test_gifs_decode_losslessly_with_the_expected_frames(synth_dir):
         assert video.n_frames == scene.n_frames
         assert cfg.min_frames <= video.n_frames <= cfg.max_frames
         assert (video.width, video.height) == (cfg.size, cfg.size)
-        expected = np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, cfg.size)])
+        expected = _rgb_frames(scene, cfg.size)
         np.testing.assert_array_equal(video.frames, expected)
 
 
@@ -123,17 +133,17 @@ def test_rendered_pixels_follow_the_script():
     seen = Counter()
     for index in range(4):
         scene, _ = synth.sample_video(SEED, index, cfg)
-        frames = np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, cfg.size)])
+        frames = _rgb_frames(scene, cfg.size)
         rest_area = {}
         for obj in scene.objects:
-            mask = np.all(frames == np.array(synth.COLORS[obj.color], dtype=np.uint8), axis=-1)
+            mask = _drawn_in(frames, synth.COLORS[obj.color])
             for t in range(scene.n_frames):
                 x, y, scale, visible, flash = synth.object_state(obj, t)
                 pixels = np.argwhere(mask[t])
                 if not visible or flash:
                     assert len(pixels) == 0
                     if flash:
-                        white = np.all(frames[t] == np.array(synth.FLASH_RGB, dtype=np.uint8), axis=-1)
+                        white = _drawn_in(frames[t], synth.FLASH_RGB)
                         r = synth.BASE_RADIUS * cfg.size
                         cx, cy = round(x * cfg.size), round(y * cfg.size)
                         box = white[int(cy - r) : int(cy + r) + 1, int(cx - r) : int(cx + r) + 1]
@@ -212,25 +222,17 @@ def test_answers_are_consistent_with_the_scene():
         assert len(asked) == 1 and counted == set(objs) - asked
 
 
-def _active_action(obj: synth.SceneObject, t: int) -> str | None:
-    """The action ``obj`` is in the middle of at frame ``t`` (an active frame of a repetition), else None."""
-    for seg in obj.segments:
-        if seg.start <= t < seg.end and (t - seg.start) % synth.REP_FRAMES < synth.ACTIVE_FRAMES:
-            return seg.action
-    return None
-
-
 def test_frameqa_object_and_color_are_answerable_from_one_frame():
     """As in TGIF-QA, some single frame shows both the asked event and the asked attribute of its doer."""
     cfg = synth.SynthConfig()
     asked = Counter()
     for index in range(40):
         scene, questions = synth.sample_video(SEED, index, cfg)
-        frames = np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, cfg.size)])
+        frames = _rgb_frames(scene, cfg.size)
         for q in questions:
-            if q.task != "frameqa" or synth.FRAMEQA_TYPES[int(q.fields["type"])] not in ("object", "color"):
+            qtype = synth.FRAMEQA_TYPES[int(q.fields["type"])] if q.task == "frameqa" else None
+            if qtype not in ("object", "color"):
                 continue
-            qtype = synth.FRAMEQA_TYPES[int(q.fields["type"])]
             verb = next(w for w in q.fields["question"].split() if w.endswith("ing"))
             action = next(a for a, v in synth.VERB_ING.items() if v == verb)
             asked[action] += 1
@@ -239,8 +241,8 @@ def test_frameqa_object_and_color_are_answerable_from_one_frame():
             shown = [synth.COLORS[doer.color]] + ([synth.FLASH_RGB] if qtype == "object" else [])
             witnesses = [
                 t for t in range(scene.n_frames)
-                if _active_action(doer, t) == action
-                and any(np.all(frames[t] == np.array(rgb, dtype=np.uint8), axis=-1).any() for rgb in shown)
+                if (active := synth.active_action(doer, t)) is not None and active[0] == action
+                and any(_drawn_in(frames[t], rgb).any() for rgb in shown)
             ]
             assert witnesses, f"video {index}: no single frame answers {q.fields['question']!r}"
     assert "blink" not in asked and set(asked) == set(synth.SHAPE_SHOWN_ACTIONS)

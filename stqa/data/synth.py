@@ -386,6 +386,15 @@ def _frameqa(qtype: str, text: str, answer: str, description: str) -> Question:
 # -------------------------------------------------------------------------------------------- rendering
 
 
+def active_action(obj: SceneObject, t: int) -> tuple[str, int] | None:
+    """(action, active frame 0..ACTIVE_FRAMES-1) when frame ``t`` is mid-repetition for ``obj``, else None."""
+    for seg in obj.segments:
+        if seg.start <= t < seg.end:
+            phase = (t - seg.start) % REP_FRAMES
+            return (seg.action, phase) if phase < ACTIVE_FRAMES else None
+    return None
+
+
 def object_state(obj: SceneObject, t: int) -> tuple[float, float, float, bool, bool]:
     """(x, y, scale, visible, flash) of ``obj`` at frame ``t``; x, y in fractions of the size."""
     x, y = ZONES[obj.zone]
@@ -393,14 +402,12 @@ def object_state(obj: SceneObject, t: int) -> tuple[float, float, float, bool, b
         ex, ey = ZONES[obj.end_zone]
         frac = min(1.0, (t - obj.glide_start + 1) / (GLIDE_FRAMES + 1))
         x, y = x + (ex - x) * frac, y + (ey - y) * frac
-    for seg in obj.segments:
-        if seg.start <= t < seg.end:
-            phase = (t - seg.start) % REP_FRAMES
-            if phase < ACTIVE_FRAMES:
-                dx, dy, scale, visible, flash = _ACTION_FRAMES[seg.action][phase]
-                return x + dx, y + dy, scale, visible, flash
-            break
-    return x, y, 1.0, True, False
+    active = active_action(obj, t)
+    if active is None:
+        return x, y, 1.0, True, False
+    action, phase = active
+    dx, dy, scale, visible, flash = _ACTION_FRAMES[action][phase]
+    return x + dx, y + dy, scale, visible, flash
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: int) -> None:
