@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,10 +134,9 @@ def pretrain_backbone(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5CE7E]))
     recent: list[dict[str, float]] = []
     t0 = time.time()
-    from tqdm import tqdm
+    from stqa.progress import progress
 
-    bar = tqdm(range(steps), desc="perception pretraining", unit="step", leave=False,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    bar = progress(range(steps), desc="perception pretraining", unit="step", leave=False)
     for step in bar:
         x, y = source.batch(rng, batch_size)
         x, y = x.to(device), {k: v.to(device) for k, v in y.items()}

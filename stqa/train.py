@@ -360,14 +360,13 @@ def _pretrain(cfg: dict, model: STVQA, train_records: dict, out: Path, rank: int
 
 
 def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device) -> int:
-    from tqdm import tqdm
-
     from stqa import __version__
     from stqa.checkpoint import load_checkpoint, save_checkpoint
     from stqa.data import tgifqa
     from stqa.data.dataset import QADataset, make_step_batch, training_schedule, video_groups
     from stqa.evaluate import evaluate_datasets
     from stqa.inference import model_from_checkpoint
+    from stqa.progress import progress
 
     out = Path(cfg["out"])
     if rank == 0:
@@ -509,8 +508,8 @@ def _train(cfg: dict, resume: bool, rank: int, world: int, device: torch.device)
             model.backbone.eval()  # fixed BatchNorm statistics too: the cached maps stay the model's maps
         schedule = training_schedule(groups, cfg["batch_size"], cfg["seed"], epoch, world)
         losses: dict[str, list[float]] = {t: [] for t in tasks}
-        bar = tqdm(schedule, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step", disable=rank != 0, leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
+        bar = progress(schedule, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step", disable=rank != 0,
+                       leave=False)
         for keys in bar:
             batch = make_step_batch(train_sets, groups, keys[rank::world])
             inputs = {t: {k: v.to(device) for k, v in x.items()} for t, x in batch["inputs"].items()}

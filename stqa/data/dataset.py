@@ -101,12 +101,12 @@ class _CachedClips:
 
     def preload(self, records: Sequence[QARecord], desc: str | None = None) -> None:
         """Compute every distinct video of ``records`` once (with a progress bar)."""
-        from tqdm import tqdm
+        from stqa.progress import progress
 
         seen: dict[str, QARecord] = {}
         for r in records:
             seen.setdefault(str(r.gif_name), r)
-        for r in tqdm(list(seen.values()), desc=desc or self.preload_desc, unit="video", leave=False):
+        for r in progress(list(seen.values()), desc=desc or self.preload_desc, unit="video", leave=False):
             self.clip(r)
 
 

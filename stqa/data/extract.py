@@ -137,7 +137,7 @@ def _bundled_backbone(name: str) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from stqa.progress import progress
 
     for name in ("frames", "batch_size", "workers"):
         if getattr(args, name) < 1:
@@ -218,16 +218,16 @@ def run(args: argparse.Namespace) -> int:
             batch.clear()
 
         with ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="decode") as pool:
-            progress = tqdm(_prefetch(pool, todo, 2 * args.workers, prepare), total=len(todo), unit="gif",
-                            desc="extract", file=sys.stderr)
-            for prepared in progress:
+            bar = progress(_prefetch(pool, todo, 2 * args.workers, prepare), total=len(todo), unit="gif",
+                           desc="extract")
+            for prepared in bar:
                 if prepared.error is not None:
                     failures += 1
                     exc = prepared.error
                     failures_file.write(json.dumps({"key": prepared.ref.key, "gif_name": prepared.ref.gif_name,
                                                     "error": type(exc).__name__, "message": str(exc)}) + "\n")
                     failures_file.flush()
-                    progress.set_postfix(failed=failures)
+                    bar.set_postfix(failed=failures)
                     continue
                 batch.append(prepared)
                 if sum(len(p.indices) for p in batch) >= args.batch_size:

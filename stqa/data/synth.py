@@ -576,9 +576,9 @@ def generate(
     frame_counts: list[int] = []
     iterator = range(n_videos)
     if progress:
-        from tqdm import tqdm
+        from stqa.progress import progress as progress_bar
 
-        iterator = tqdm(iterator, desc="synth", unit="video")
+        iterator = progress_bar(iterator, desc="synth", unit="video")
     for index in iterator:
         scene, questions = sample_video(seed, index, cfg)
         gif_name = gif_name_for(seed, index)
