@@ -78,7 +78,7 @@ PRESETS: dict[str, dict] = {
         "pretrain_steps": 1000,
         "freeze_backbone": True,
         "question_gate": True,
-        "epochs": 12,
+        "epochs": 16,
         "batch_size": 64,
         "embed_dim": 64,
         "hidden_dim": 128,
