@@ -48,10 +48,7 @@ class SceneFrames:
     """Random (frame, labels) batches from the scenes of synthetic videos, rendered on demand."""
 
     def __init__(self, data_root: str | Path, gif_names: Sequence[str], image_size: int, grid: int) -> None:
-        meta_path = Path(data_root) / "synth.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} is missing: perception pretraining needs a `stqa synth` set")
-        meta = json.loads(meta_path.read_text())
+        meta = synth.read_meta(data_root)
         self.config = synth.config_from_meta(meta)
         names = sorted(set(gif_names))
         if not names:
@@ -60,7 +57,7 @@ class SceneFrames:
         for name in names:
             seed, index = synth.parse_gif_name(name)
             if seed != int(meta["seed"]):
-                raise ValueError(f"{name} was not generated with the seed of {meta_path} ({meta['seed']})")
+                raise ValueError(f"{name} was not generated with the seed of {data_root}'s synth.json ({meta['seed']})")
             self.scenes.append(synth.sample_video(seed, index, self.config)[0])
         self.image_size, self.grid = int(image_size), int(grid)
 

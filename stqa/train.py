@@ -224,24 +224,17 @@ def ensure_synthetic(cfg: dict) -> None:
     """The synthetic preset generates its benchmark on first use."""
     if not cfg.get("synth_videos"):
         return
-    from stqa.data.synth import FORMAT_VERSION, generate
+    from stqa.data.synth import generate, read_meta
 
     data = Path(cfg["data"])
     if not any(data.glob("Train_*_question.csv")):
         print(f"generating the synthetic benchmark in {data} ({cfg['synth_videos']} videos)", file=sys.stderr)
         generate(data, int(cfg["synth_videos"]), int(cfg["synth_seed"]))
         return
-    # A set from an older generator has other questions; training on it would not give this preset's model.
-    meta_path = data / "synth.json"
-    if not meta_path.is_file():
-        raise SystemExit(f"error: {data} has no synth.json, so it is not a `stqa synth` set; move it away so the "
-                         "preset generates one there")
-    found = json.loads(meta_path.read_text()).get("format_version")
-    if found != FORMAT_VERSION:
-        raise SystemExit(
-            f"error: {data} holds synthetic format {found} but this stqa generates format {FORMAT_VERSION}; move it "
-            "away so the preset regenerates it"
-        )
+    try:
+        read_meta(data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}; move it away so the preset generates a new set there") from err
 
 
 def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:

@@ -49,6 +49,16 @@ def test_pretraining_learns_colours_and_shapes(synth_set, tmp_path):
         SceneFrames(synth_set, [synth.gif_name_for(99, 0)], 64, 4)
     with pytest.raises(FileNotFoundError, match="synth.json"):
         SceneFrames(tmp_path, names, 64, 4)
+    # a set from another generator format has other scenes: rendering them would teach the wrong labels
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((Path(synth_set) / "synth.json").read_text())
+    (old / "synth.json").write_text(json.dumps(dict(meta, format_version=synth.FORMAT_VERSION - 1)))
+    with pytest.raises(ValueError, match=f"holds synthetic format {synth.FORMAT_VERSION - 1} but"):
+        SceneFrames(old, names, 64, 4)
+    (old / "synth.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SceneFrames(old, names, 64, 4)
 
 
 def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):

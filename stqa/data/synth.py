@@ -485,6 +485,24 @@ def parse_gif_name(name: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def read_meta(root: str | Path) -> dict:
+    """The ``synth.json`` of a generated set, checked to come from this generator's format.
+
+    A set from another format has other scenes and questions, so nothing may be rendered or trained from it.
+    """
+    path = Path(root) / "synth.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} has no synth.json, so it is not a `stqa synth` set")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    found = meta.get("format_version") if isinstance(meta, dict) else None
+    if found != FORMAT_VERSION:
+        raise ValueError(f"{root} holds synthetic format {found} but this stqa generates format {FORMAT_VERSION}")
+    return meta
+
+
 def config_from_meta(meta: dict) -> SynthConfig:
     """The :class:`SynthConfig` a ``synth.json`` was generated with."""
     try:
