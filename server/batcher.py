@@ -155,11 +155,14 @@ class Batcher:
         now = time.monotonic()
         live = []
         for item in batch:
-            if item.future.done():  # cancelled by the caller (client cancelled or timed out)
-                self._dropped("cancelled")
-            elif item.deadline is not None and item.deadline <= now:
-                item.future.set_exception(Expired("the deadline passed while the request was queued"))
+            if item.deadline is not None and item.deadline <= now:
+                # Checked first: gRPC cancels a handler whose deadline passed, so an expired item's
+                # future is usually cancelled already, and that is a deadline drop, not a cancellation.
+                if not item.future.done():
+                    item.future.set_exception(Expired("the deadline passed while the request was queued"))
                 self._dropped("deadline")
+            elif item.future.done():  # cancelled by the caller
+                self._dropped("cancelled")
             else:
                 live.append(item)
         return live

@@ -41,6 +41,10 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "stqa_queue_depth", "Decoded requests waiting for the model", registry=self.registry,
         )
+        self.admission_refused = Counter(
+            "stqa_admission_refused", "Answer calls refused at admission (over --max-in-flight or "
+            "--max-inflight-mb), before their request was read", registry=self.registry,
+        )
         self.in_flight = Gauge(
             "stqa_in_flight", "Answer calls being handled right now", registry=self.registry,
         )

@@ -1,7 +1,8 @@
 """The VideoQA servicer and the server around it (health, reflection, metrics, auth, TLS, limits).
 
-Request path of ``Answer``: capacity check -> input validation -> decode in the worker pool (bounded by
-the decode limit and the request deadline) -> the batcher of the model serving the task -> response.
+Request path of ``Answer``: admission (before a byte of the request is read) -> receive and parse the
+one request message -> input validation -> decode in a killable worker process (bounded by the decode
+limits, the request deadline and cancellation) -> the batcher of the model serving the task -> response.
 Every failure maps to one status code (docs/serving.md): the caller's input -> INVALID_ARGUMENT,
 capacity -> RESOURCE_EXHAUSTED, loading/draining -> UNAVAILABLE, deadline -> DEADLINE_EXCEEDED,
 and INTERNAL only for bugs, which are logged with their traceback.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from stqa.v1 import video_qa_pb2 as pb
 
 from .auth import BearerTokenInterceptor
 from .batcher import Batcher, BatcherClosed, BatchResult, Expired, QueueFull
-from .config import ServerConfig
+from .config import MiB, ServerConfig
 from .metrics import ServerMetrics
 
 log = logging.getLogger("stqa.server")
@@ -40,6 +43,14 @@ TASK_NAMES: dict[int, str] = {pb.COUNT: "count", pb.ACTION: "action", pb.TRANSIT
                               pb.FRAMEQA: "frameqa"}
 TASK_VALUES: dict[str, int] = {name: value for value, name in TASK_NAMES.items()}
 MULTIPLE_CHOICE_TASKS = {pb.ACTION, pb.TRANSITION}
+
+#: Trailing metadata telling a refused client when to retry (gRPC's retry policy honours it).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# Requests at least this large trigger returning freed heap memory to the OS once they are done.
+_LARGE_REQUEST_BYTES = MiB
+_TRIM_INTERVAL_S = 1.0
+# Longest user input echoed back in an error message.
+_ECHO_CHARS = 80
 
 #: Loads one predictor: (checkpoint path or None for the bundled model, device) -> Predictor.
 PredictorLoader = Callable[[Path | None, str], Any]
@@ -56,6 +67,13 @@ class RequestError(Exception):
 
 def _invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _clip(text: str) -> str:
+    """User input as echoed in an error: at most ``_ECHO_CHARS`` characters."""
+    from stqa.inference import clip_text
+
+    return clip_text(text, _ECHO_CHARS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,19 @@ def _lenient(message_cls) -> Callable[[bytes], Any]:
             return MalformedRequest(message_cls.DESCRIPTOR.full_name, str(exc))
 
     return deserialize
+
+
+class _HeldBytes:
+    """The request bytes one call holds, counted in the service's ``_bytes_in_flight``."""
+
+    def __init__(self, service: VideoQAService) -> None:
+        self._service = service
+        self._n = 0
+
+    def hold(self, n: int) -> None:
+        """Now hold ``n`` bytes (0 releases everything)."""
+        self._service._bytes_in_flight += n - self._n
+        self._n = n
 
 
 @dataclass
@@ -115,13 +146,27 @@ class VideoQAService:
         self.health = health_servicer
         self._query_factory = query_factory
         self._limits = config.video_limits()
-        self._decode_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.decode_workers, thread_name_prefix="stqa-decode")
+        self._decode_pool = None  # the worker processes, started with start_decoders()
+        # Threads that wait on a decode worker (each admitted call may): cheap, they mostly sleep in poll().
+        self._decode_waiters = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_in_flight, thread_name_prefix="stqa-decode-wait")
         self._routes: dict[int, _Route] = {}
         self._route_list: list[_Route] = []
         self._in_flight = 0
+        self._large_in_flight = 0
+        self._bytes_in_flight = 0
+        self._last_trim = 0.0
+        self._latency_ewma_s = 0.05
         self.ready = False
         self.draining = False
+
+    def start_decoders(self) -> None:
+        """Start the decode worker processes (each under the decode memory limit)."""
+        from stqa.video.pool import DecodePool
+
+        if self._decode_pool is None:
+            self._decode_pool = DecodePool(self.config.decode_workers,
+                                           memory_limit_bytes=self.config.decode_memory_bytes)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -162,43 +207,67 @@ class VideoQAService:
         self.ready = True
 
     async def close(self) -> None:
-        """Finish queued model work, then stop the batchers and the decode pool."""
+        """Stop the decode workers (decodes still running end at once), finish queued model work, then
+        stop the batchers."""
+        if self._decode_pool is not None:
+            self._decode_pool.close()
+        self._decode_waiters.shutdown(wait=False, cancel_futures=True)
         for route in self._route_list:
             await route.batcher.close()
-        self._decode_pool.shutdown(wait=True)
 
     # -- RPCs ------------------------------------------------------------------------------------------
 
-    async def Answer(self, request, context: grpc.aio.ServicerContext):
+    async def Answer(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Registered as a stream-unary handler (clients call it unary): admission runs before the request
+        message is read, so a refused call costs no parsing and no buffering of its video."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
-        admitted = False
+        admitted = large = False
+        held = _HeldBytes(self)
         try:
             self._check_available()
-            if self._in_flight >= self.config.max_in_flight:
-                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"server at capacity ({self.config.max_in_flight} requests in flight)")
+            self._admit(context)
             self._in_flight += 1
             admitted = True
             self.metrics.in_flight.set(self._in_flight)
-            return await self._answer(request, context, started)
+            held.hold(self.config.max_message_bytes)  # its size is unknown until it has arrived
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                raise _invalid("no request message was sent")
+            size = request.ByteSize() if isinstance(request, pb.AnswerRequest) else 0
+            held.hold(size)
+            large = size >= _LARGE_REQUEST_BYTES
+            if large:
+                self._large_in_flight += 1
+            response = await self._answer(request, context, started, held)
+            del request
+            return response
         except RequestError as exc:
             code = exc.code
             await context.abort(exc.code, exc.message)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            # gRPC cancels the handler both when the client goes away and when the deadline passes.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("Answer failed with an unexpected error")
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error (logged on the server)")
         finally:
+            held.hold(0)
             if admitted:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
+            if large:
+                self._large_in_flight -= 1
+                self._maybe_release_memory()
             self.metrics.requests.labels(method="Answer", code=code.name).inc()
             if code == grpc.StatusCode.OK:
-                self.metrics.stage_latency.labels(stage="total").observe(time.perf_counter() - started)
+                total = time.perf_counter() - started
+                self.metrics.stage_latency.labels(stage="total").observe(total)
+                self._latency_ewma_s += 0.1 * (total - self._latency_ewma_s)
 
     async def GetModelInfo(self, request, context: grpc.aio.ServicerContext):
         code = grpc.StatusCode.OK
@@ -220,6 +289,36 @@ class VideoQAService:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         if not self.ready:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
+
+    def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuse a call over capacity (calls, or request bytes being held) with retry pushback."""
+        c = self.config
+        if self._in_flight >= c.max_in_flight:
+            reason = f"server at capacity ({c.max_in_flight} requests in flight)"
+        elif self._bytes_in_flight + c.max_message_bytes > c.max_bytes_in_flight:
+            reason = f"server at capacity ({self._bytes_in_flight // MiB} MiB of requests being received or held)"
+        else:
+            return
+        pushback = self._pushback_ms()
+        context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(pushback)),))
+        self.metrics.admission_refused.inc()
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{reason}; retry after {pushback} ms")
+
+    def _pushback_ms(self) -> int:
+        """When a refused client should retry: about one recent request's latency (50 ms .. 5 s)."""
+        return int(min(max(self._latency_ewma_s, 0.05), 5.0) * 1000)
+
+    def _maybe_release_memory(self) -> None:
+        """Once the last large request is done, hand the freed heap back to the OS (at most once a second):
+        gRPC assembles a large message from many small slices in per-thread malloc arenas, which glibc
+        keeps mapped after they are freed, so RSS would otherwise stay at the burst's peak."""
+        now = time.monotonic()
+        if self._large_in_flight or now - self._last_trim < _TRIM_INTERVAL_S:
+            return
+        self._last_trim = now
+        from stqa.video.pool import release_free_memory
+
+        asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     def _validate(self, request) -> tuple[_Route, int, str, list[str], bytes]:
         """Check everything about the request that can be checked without decoding."""
@@ -252,6 +351,12 @@ class VideoQAService:
                                    f"{self.config.max_candidate_chars}")
         elif candidates:
             raise _invalid(f"{pb.Task.Name(task)} takes no candidates, got {len(candidates)}")
+        check_question = getattr(route.predictor, "check_question", None)
+        if check_question is not None:  # before decoding: a question the model cannot read costs nothing
+            try:
+                check_question(TASK_NAMES[task], question, candidates)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
         video = request.video
         if not video:
             raise _invalid("video is empty")
@@ -259,31 +364,54 @@ class VideoQAService:
             raise _invalid(f"video is {len(video)} bytes; the limit is {self.config.max_video_bytes}")
         return route, task, question, candidates, video
 
-    async def _decode(self, route: _Route, video: bytes, deadline: float | None):
-        from stqa.video.decode import VideoError
+    def _prepare(self, predictor, video: bytes, timeout_s: float, cancel: threading.Event):
+        """On a waiter thread: decode in a worker process, then turn the frames into the model input."""
+        job = predictor.decode_job(video, self._limits)
+        del video
+        decoded = self._decode_pool.decode(job, timeout_s=timeout_s, cancel=cancel)
+        return predictor.prepare_decoded(decoded)
 
-        budget = self.config.decode_timeout_s + 5.0  # the decoder enforces decode_timeout_s itself
+    async def _decode(self, route: _Route, video: bytes, deadline: float | None):
+        from stqa.video.decode import DecodeCancelled, DecodeTimeout, VideoError
+        from stqa.video.pool import DecodePoolBusy, DecodePoolClosed
+
+        if self._decode_pool is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the decoders are not running")
+        budget = self.config.decode_timeout_s
         deadline_binds = False
         if deadline is not None and deadline - time.monotonic() < budget:
             budget = deadline - time.monotonic()
             deadline_binds = True
         if budget <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before decoding")
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._decode_pool, route.predictor.prepare_video, video, self._limits)
+        cancel = threading.Event()
+        job = asyncio.get_running_loop().run_in_executor(
+            self._decode_waiters, functools.partial(self._prepare, route.predictor, video, budget, cancel))
         try:
-            return await asyncio.wait_for(job, budget)
-        except VideoError as exc:
-            raise _invalid(f"video rejected: {exc}") from None
-        except asyncio.TimeoutError:
+            return await job
+        except asyncio.CancelledError:
+            cancel.set()  # the worker stops between frames, or is killed: its slot is free again at once
+            raise
+        except DecodeTimeout:
             if deadline_binds:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "the deadline passed while decoding the video") from None
+            raise _invalid(f"video rejected: decoding takes longer than decode_timeout_s="
+                           f"{self.config.decode_timeout_s:g} s") from None
+        except DecodePoolBusy:
+            if deadline_binds:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   "the deadline passed while waiting for a decode worker") from None
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"decoding did not finish within {budget:.0f} s (decode pool overloaded)") from None
+                               f"no decode worker became free within {budget:.1f} s (server overloaded)") from None
+        except (DecodePoolClosed, DecodeCancelled):
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down") from None
+        except VideoError as exc:
+            raise _invalid(f"video rejected: {exc}") from None
 
-    async def _answer(self, request, context: grpc.aio.ServicerContext, started: float):
+    async def _answer(self, request, context: grpc.aio.ServicerContext, started: float, held: _HeldBytes):
         route, task, question, candidates, video = self._validate(request)
+        request.ClearField("video")  # `video` is the one copy now; it goes once decoded
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         if deadline is not None and remaining <= 0:
@@ -291,6 +419,8 @@ class VideoQAService:
 
         decode_started = time.perf_counter()
         prepared = await self._decode(route, video, deadline)
+        del video
+        held.hold(0)
         decode_s = time.perf_counter() - decode_started
         self.metrics.stage_latency.labels(stage="decode").observe(decode_s)
 
@@ -298,6 +428,7 @@ class VideoQAService:
         try:
             result: BatchResult = await route.batcher.submit(query, deadline)
         except QueueFull as exc:
+            context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(self._pushback_ms())),))
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except Expired as exc:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
@@ -363,8 +494,9 @@ class VideoQAService:
                 max_message_bytes=c.max_message_bytes, max_video_bytes=c.max_video_bytes,
                 max_pixels=c.max_pixels, max_frames=c.max_frames, max_duration_s=c.max_duration_s,
                 decode_timeout_s=c.decode_timeout_s, max_question_chars=c.max_question_chars,
-                max_in_flight=c.max_in_flight, max_queue=c.max_queue, max_batch_size=c.max_batch_size,
-                max_batch_delay_ms=c.max_batch_delay_ms,
+                max_in_flight=c.max_in_flight, max_queue=c.max_queue, max_bytes_in_flight=c.max_bytes_in_flight, max_batch_size=c.max_batch_size,
+                max_batch_delay_ms=c.max_batch_delay_ms, max_aspect_ratio=c.max_aspect_ratio,
+                max_decoded_pixels=c.max_decoded_pixels, decode_memory_bytes=c.decode_memory_bytes,
             ),
             server_version=__version__,
         )
@@ -386,9 +518,14 @@ class VideoQAService:
 
 
 def add_video_qa_service(server: grpc.aio.Server, service: VideoQAService) -> None:
-    """Register the service with deserializers that turn unparsable requests into INVALID_ARGUMENT."""
+    """Register the service with deserializers that turn unparsable requests into INVALID_ARGUMENT.
+
+    Not the generated ``add_VideoQAServicer_to_server``: Answer is registered stream-unary, so that its
+    handler runs (and admits or refuses the call) before the request message is received; the wire
+    format is the same, and clients call it as the unary RPC the proto declares.
+    """
     handlers = {
-        "Answer": grpc.unary_unary_rpc_method_handler(
+        "Answer": grpc.stream_unary_rpc_method_handler(
             service.Answer, request_deserializer=_lenient(pb.AnswerRequest),
             response_serializer=pb.AnswerResponse.SerializeToString),
         "GetModelInfo": grpc.unary_unary_rpc_method_handler(
@@ -429,7 +566,8 @@ class VideoQAServer:
         """
         c = self.config
         interceptors = [BearerTokenInterceptor(c.auth_token, self.metrics)] if c.auth_token else []
-        server = grpc.aio.server(interceptors=interceptors, options=c.grpc_options())
+        server = grpc.aio.server(interceptors=interceptors, options=c.grpc_options(),
+                                 maximum_concurrent_rpcs=c.max_concurrent_rpcs)
         add_video_qa_service(server, self.service)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if c.reflection:
@@ -447,16 +585,18 @@ class VideoQAServer:
         except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
             raise OSError(f"cannot listen on {address}: {exc}") from None
         await self.service.set_health(False)
+        self.service.start_decoders()
         await server.start()
         self._server = server
         self.port = port
         if c.metrics_port is not None:
             try:
-                self.metrics_port = self.metrics.serve_http(c.metrics_host or c.host, c.metrics_port)
+                self.metrics_port = self.metrics.serve_http(c.metrics_host, c.metrics_port)
             except OSError as exc:
                 await server.stop(0)
                 self._server = None
-                raise OSError(f"cannot serve metrics on {c.metrics_host or c.host}:{c.metrics_port}: {exc}") from None
+                await self.service.close()
+                raise OSError(f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc}") from None
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="stqa-load")
         return port
 

@@ -1,18 +1,32 @@
 """stqa: spatio-temporal question answering over video.
 
-Importing the package loads the compiled extension (``torch.ops.stqa.*``) and exposes the fused
-attention ops (:mod:`stqa.ops`) and their ``torch.nn`` modules (:mod:`stqa.nn`).
+Importing the package is light: the compiled extension (``torch.ops.stqa.*``), the fused ops
+(:mod:`stqa.ops`) and their ``torch.nn`` modules (:mod:`stqa.nn`) load on first use, so that torch-free
+parts (video decoding and its worker processes, the synthetic benchmark) start without torch.
 """
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the extension links against torch; it must be loaded first)
+import importlib
+from typing import Any
 
-from stqa import _C, nn, ops  # noqa: E402,F401  (registers the op's fake kernels and autograd)
-
-__version__: str = _C.build_info()["version"]
+_LAZY_SUBMODULES = ("ops", "nn")
 
 
 def build_info() -> dict:
     """How the compiled extension was built (version, compilers, CUDA on/off, OpenMP)."""
+    from stqa import _C
+
     return dict(_C.build_info())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_C":
+        import torch  # noqa: F401  (the extension links against torch; it must be loaded first)
+
+        return importlib.import_module("stqa._C")
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"stqa.{name}")
+    if name == "__version__":
+        return build_info()["version"]
+    raise AttributeError(f"module 'stqa' has no attribute {name!r}")

@@ -8,17 +8,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
+from stqa.server.config import AUTH_TOKEN_ENV, read_token
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc
 
-AUTH_TOKEN_ENV = "STQA_AUTH_TOKEN"
 DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 80 * 1024 * 1024
 TASKS = ("count", "action", "transition", "frameqa")
@@ -142,8 +141,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the attention picture (frames, spatial heat maps, temporal weights) here")
     parser.add_argument("--tls-ca", type=Path, default=None,
                         help="PEM CA certificate to trust: connect with TLS (use the server's host name)")
-    parser.add_argument("--auth-token", default=None,
-                        help=f"bearer token for a server started with --auth-token (default: ${AUTH_TOKEN_ENV})")
+    parser.add_argument("--auth-token-file", type=Path, default=None,
+                        help=f"file whose first line is the server's bearer token (default: ${AUTH_TOKEN_ENV})")
+    # The token itself is never a flag value: every local user can read a process's command line.
+    parser.add_argument("--auth-token", dest="auth_token_value", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds (default %(default)g)")
 
 
@@ -158,7 +159,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.video.is_file():
         print(f"stqa ask: no such video file: {args.video}", file=sys.stderr)
         return 2
-    token = args.auth_token if args.auth_token is not None else (os.environ.get(AUTH_TOKEN_ENV) or None)
+    if args.auth_token_value is not None:
+        print(f"stqa ask: --auth-token would show the token to every local user (ps); put it in a file for "
+              f"--auth-token-file, or in ${AUTH_TOKEN_ENV}", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(args.auth_token_file)
+    except ValueError as exc:
+        print(f"stqa ask: {exc}", file=sys.stderr)
+        return 2
     with VideoQAClient(args.server, tls_ca=args.tls_ca, auth_token=token) as client:
         try:
             response = client.answer(args.video, args.question, task, args.candidates,

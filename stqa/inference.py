@@ -82,6 +82,12 @@ class Prediction:
     spatial_attention: np.ndarray | None
 
 
+def clip_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for echoing user input in error messages
+    (a reply's status message must stay far below gRPC's 8 KB metadata limit)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def count_confidence(raw: float) -> float:
     """How far the regression value is from a rounding boundary: 1 at an integer, 0 half-way between
     two (values outside [1, 10] clip to the end points, so they count as certain there)."""
@@ -120,24 +126,55 @@ class Predictor:
             path = BUNDLED_MODEL
         return cls(load_checkpoint(path), device)
 
-    def prepare_video(self, source: bytes | str | Path, limits=None) -> PreparedVideo:
-        """Decode, sample and transform a video (bytes or a path) for this model. CPU only, thread-safe.
+    def decode_job(self, video: bytes, limits=None):
+        """The :class:`stqa.video.pool.DecodeJob` that decodes ``video`` for this model: its T, sampling
+        policy, and frames shrunk to its input scale while decoding (the server runs it in a worker)."""
+        from stqa.video.decode import VideoLimits
+        from stqa.video.pool import DecodeJob
 
-        Raises the :mod:`stqa.video` ``VideoError`` subclasses for undecodable or over-limit input.
-        """
-        from stqa.video import VideoLimits, decode_video, frames_to_tensor, pad_clip
+        self._check_raw_video_input()
+        return DecodeJob(data=video, num_frames=self.num_frames, policy=self.spec.policy,
+                         shrink_to=int(self.spec.image_size), limits=limits or VideoLimits())
 
-        if self.model.backbone is None:
-            raise ValueError(
-                f"model {self.model_version} reads precomputed {self.spec.backbone} features and has no "
-                "backbone to run on raw video; serve a model trained end to end (e.g. the bundled one)"
-            )
-        decoded = decode_video(source, self.num_frames, limits=limits or VideoLimits(), policy=self.spec.policy)
+    def prepare_decoded(self, decoded) -> PreparedVideo:
+        """Sampled frames (a :class:`stqa.video.DecodedVideo`) -> the normalised, padded model input."""
+        from stqa.video.transforms import frames_to_tensor, pad_clip
+
         frames = frames_to_tensor(decoded.frames, int(self.spec.image_size))
         padded, mask = pad_clip(frames, self.num_frames)
         return PreparedVideo(
             frames=padded, mask=mask, frame_indices=[int(i) for i in decoded.indices], n_frames=int(decoded.n_frames)
         )
+
+    def prepare_video(self, source: bytes | str | Path, limits=None) -> PreparedVideo:
+        """Decode, sample and transform a video (bytes or a path) for this model, in this process.
+        CPU only, thread-safe.
+
+        Raises the :mod:`stqa.video` ``VideoError`` subclasses for undecodable or over-limit input.
+        """
+        from stqa.video.decode import VideoLimits, decode_video
+
+        self._check_raw_video_input()
+        decoded = decode_video(source, self.num_frames, limits=limits or VideoLimits(), policy=self.spec.policy,
+                               shrink_to=int(self.spec.image_size))
+        return self.prepare_decoded(decoded)
+
+    def _check_raw_video_input(self) -> None:
+        if self.model.backbone is None:
+            raise ValueError(
+                f"model {self.model_version} reads precomputed {self.spec.backbone} features and has no "
+                "backbone to run on raw video; serve a model trained end to end (e.g. the bundled one)"
+            )
+
+    def check_question(self, task: str, question: str, candidates: list[str] = ()) -> None:
+        """Raise ValueError if the question (or a candidate) has no token this model can read; cheap, so
+        the server checks it before spending a decode on the request."""
+        from stqa.data.tgifqa import tokenize
+
+        texts = [f"{question} {c}" for c in candidates] if task in MC_TASKS else [question]
+        for text in texts:
+            if not tokenize(text):
+                raise ValueError(f"question {clip_text(question)!r} has no words the model can read")
 
     def _validate(self, q: Query) -> None:
         if not isinstance(q, Query):

@@ -74,7 +74,11 @@ def test_ask_over_tls_with_a_token(tmp_path, capsys, monkeypatch):
                 "--tls-ca", str(cert)]
         assert stqa_main(base) == 1
         assert "UNAUTHENTICATED" in capsys.readouterr().err
-        assert stqa_main([*base, "--auth-token", "t0ken"]) == 0
+        assert stqa_main([*base, "--auth-token", "t0ken"]) == 2  # never a flag value: ps shows it
+        assert "--auth-token-file" in capsys.readouterr().err
+        token_file = tmp_path / "token"
+        token_file.write_text("t0ken\n")
+        assert stqa_main([*base, "--auth-token-file", str(token_file)]) == 0
         assert "answer:" in capsys.readouterr().out
         monkeypatch.setenv("STQA_AUTH_TOKEN", "t0ken")
         assert stqa_main(base) == 0

@@ -52,10 +52,12 @@ class FakePredictor:
         self.gate.set()
         self.entered = threading.Event()
 
-    def prepare_video(self, source, limits):
-        from stqa.video.decode import decode_video
+    def decode_job(self, video, limits):
+        from stqa.video.pool import DecodeJob
 
-        decoded = decode_video(source, NUM_FRAMES, limits=limits)
+        return DecodeJob(data=video, num_frames=NUM_FRAMES, policy="uniform", shrink_to=32, limits=limits)
+
+    def prepare_decoded(self, decoded):
         return SimpleNamespace(frame_indices=[int(i) for i in decoded.indices], n_frames=decoded.n_frames)
 
     def predict(self, queries, timings=None):

@@ -32,7 +32,8 @@ def encode_text(vocab: Vocab, text: str, max_len: int = MAX_QUESTION_LEN) -> lis
     """Token ids of ``text`` (unknown words -> ``<unk>``), truncated to ``max_len``; never empty."""
     ids = vocab.encode(tokenize(text))[:max_len]
     if not ids:
-        raise ValueError(f"question {text!r} has no tokens")
+        shown = text if len(text) <= 80 else text[:79] + "\u2026"  # never echo a huge input whole
+        raise ValueError(f"question {shown!r} has no tokens")
     return ids
 
 

@@ -115,7 +115,7 @@ class ServedModel(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., model_version: _Optional[str] = ..., spec: _Optional[_Union[FeatureSpec, _Mapping]] = ..., answer_vocab_size: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_video_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s", "max_question_chars", "max_in_flight", "max_queue", "max_batch_size", "max_batch_delay_ms")
+    __slots__ = ("max_message_bytes", "max_video_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s", "max_question_chars", "max_in_flight", "max_queue", "max_batch_size", "max_batch_delay_ms", "max_aspect_ratio", "max_decoded_pixels", "decode_memory_bytes", "max_bytes_in_flight")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_VIDEO_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,10 @@ class Limits(_message.Message):
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_DECODED_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_video_bytes: int
     max_pixels: int
@@ -138,7 +142,11 @@ class Limits(_message.Message):
     max_queue: int
     max_batch_size: int
     max_batch_delay_ms: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., decode_timeout_s: _Optional[float] = ..., max_question_chars: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ...) -> None: ...
+    max_aspect_ratio: float
+    max_decoded_pixels: int
+    decode_memory_bytes: int
+    max_bytes_in_flight: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., decode_timeout_s: _Optional[float] = ..., max_question_chars: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_aspect_ratio: _Optional[float] = ..., max_decoded_pixels: _Optional[int] = ..., decode_memory_bytes: _Optional[int] = ..., max_bytes_in_flight: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("tasks", "model_version", "spec", "limits", "models", "server_version")

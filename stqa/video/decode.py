@@ -6,7 +6,17 @@ from the stream header before decoding, the frame count, duration and wall time 
 Zero-frame, truncated or non-video input raises :class:`CorruptVideo` / :class:`EmptyVideo`;
 nothing is ever returned as an empty or zero-filled clip.
 
-Memory: the number of frames of a GIF is only known after decoding it (GIF seeking restarts from
+Memory and time are bounded by design, before FFmpeg allocates anything large:
+  - a GIF's logical screen (every decoded GIF frame is a full canvas) and image count are read from its
+    block structure before the file is handed to FFmpeg, so a tiny file declaring a huge canvas or
+    thousands of frames is refused without decoding a pixel;
+  - the frame area (``max_pixels``), the aspect ratio (``max_aspect_ratio``) and the total decoded pixels,
+    canvas x frames (``max_decoded_pixels``), are checked from headers where they declare them and again
+    while decoding;
+  - with ``shrink_to=S``, kept frames are shrunk by swscale to the model's input scale (shorter side S)
+    straight from the decoder's pixel format, so no full-resolution RGB or float copy ever exists.
+
+The number of frames of a GIF is only known after decoding it (GIF seeking restarts from
 the first frame), so the sampled indices are not known up front either. The first pass keeps the
 decoded ``av.VideoFrame`` objects (not RGB copies) while their total size stays under
 ``_KEEP_BUDGET_BYTES``; short clips (all of TGIF, typically) therefore decode once and only the
@@ -15,8 +25,13 @@ the first pass only counts, and a second pass decodes again and converts just th
 Peak memory is thus bounded by the budget plus ``num_frames`` RGB frames, whatever the length.
 
 Thread safety: each call opens its own container on its own copy of the bytes and shares no state,
-so calls may run concurrently (the server uses a thread pool). The wall-time limit is checked
-between frames; a single frame that hangs inside FFmpeg cannot be interrupted in-process.
+so calls may run concurrently. The wall-time limit and ``should_stop`` are checked between frames; a
+single frame that hangs inside FFmpeg cannot be interrupted in-process, which is why the server decodes
+in killable worker processes (:mod:`stqa.video.pool`).
+
+Corruption: frames FFmpeg flags as corrupt, and decoder errors it logs while concealing damage (e.g.
+"LZW decode failed" for garbled GIF data, which it otherwise turns silently into wrong pixels), are
+:class:`CorruptVideo`.
 """
 
 from __future__ import annotations
@@ -24,38 +39,50 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
+from stqa.video.geometry import resized_shape
 from stqa.video.sampling import POLICIES, sample_indices
 
 # Decoded frames kept during the first pass before switching to count-then-decode-again.
-_KEEP_BUDGET_BYTES = 128 * 1024 * 1024
+_KEEP_BUDGET_BYTES = 64 * 1024 * 1024
+_GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 
 
 @dataclass(frozen=True)
 class VideoLimits:
     """Resource limits for one decode; every field is configurable.
 
-    ``max_pixels`` bounds width x height of a frame (default 4096 x 4096). ``allowed_formats`` are
-    FFmpeg demuxer names; anything else (still images, audio, subtitles, ...) is rejected.
+    ``max_pixels`` bounds width x height of a frame (for a GIF, of its logical screen: every frame is
+    decoded onto it); ``max_aspect_ratio`` the longer side over the shorter; ``max_decoded_pixels``
+    the work of the whole decode, frame area x frames decoded. ``allowed_formats`` are FFmpeg demuxer
+    names; anything else (still images, audio, subtitles, ...) is rejected. The defaults suit trusted
+    files (``stqa extract``); the server sets tighter ones (``server.config.ServerConfig``).
     """
 
     max_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 4096 * 4096
+    max_aspect_ratio: float = 8.0
+    max_decoded_pixels: int = 4096 * 4096 * 128
     max_frames: int = 10_000
     max_duration_s: float = 600.0
     decode_timeout_s: float = 30.0
     allowed_formats: tuple[str, ...] = ("gif", "mp4", "mov", "webm", "matroska", "avi")
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s"):
+        for name in ("max_bytes", "max_pixels", "max_aspect_ratio", "max_decoded_pixels", "max_frames",
+                     "max_duration_s", "decode_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"VideoLimits.{name} must be a positive number, got {value!r}")
+        if self.max_aspect_ratio < 1:
+            raise ValueError(f"VideoLimits.max_aspect_ratio must be >= 1, got {self.max_aspect_ratio!r}")
 
 
 class VideoError(ValueError):
@@ -68,6 +95,14 @@ class VideoTooLarge(VideoError):
 
 class FrameTooLarge(VideoError):
     """Frames have more pixels than ``VideoLimits.max_pixels``."""
+
+
+class AspectRatioTooLarge(VideoError):
+    """Frames are more elongated than ``VideoLimits.max_aspect_ratio``."""
+
+
+class DecodeBudgetExceeded(VideoError):
+    """Decoding would produce more pixels (frame area x frames) than ``VideoLimits.max_decoded_pixels``."""
 
 
 class TooManyFrames(VideoError):
@@ -87,7 +122,11 @@ class EmptyVideo(VideoError):
 
 
 class CorruptVideo(VideoError):
-    """Truncated, garbage, non-video input, or no video stream."""
+    """Truncated, garbage, non-video input, no video stream, or frames the decoder flags as damaged."""
+
+
+class DecodeCancelled(Exception):
+    """``should_stop()`` returned True: the caller gave up on this decode (not the input's fault)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,23 +147,35 @@ def decode_video(
     *,
     limits: VideoLimits = VideoLimits(),  # noqa: B008  (frozen, immutable default)
     policy: str = "uniform",
+    shrink_to: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> DecodedVideo:
     """Decode a video from a path or from bytes and keep the frames chosen by the sampling rule.
 
     With ``num_frames=T`` the kept frames are ``sample_indices(n_frames, T, policy)`` (all frames
     when ``n_frames <= T``); with ``num_frames=None`` every frame is kept (small clips only: memory
-    grows with the clip). Raises a :class:`VideoError` subclass naming the violated limit or the
-    defect, ``FileNotFoundError`` for a missing path.
+    grows with the clip). With ``shrink_to=S``, a frame whose shorter side exceeds S comes back
+    resized so that it is S (the geometry of :func:`stqa.video.geometry.resized_shape`, so the
+    transform then only crops); smaller frames come back as they are. ``should_stop`` is polled
+    between frames and raises :class:`DecodeCancelled` once it returns True.
+
+    Raises a :class:`VideoError` subclass naming the violated limit or the defect,
+    ``FileNotFoundError`` for a missing path.
     """
     if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int)
                                    or num_frames < 1):
         raise ValueError(f"num_frames must be a positive integer or None, got {num_frames!r}")
+    if shrink_to is not None and (isinstance(shrink_to, bool) or not isinstance(shrink_to, int) or shrink_to < 1):
+        raise ValueError(f"shrink_to must be a positive integer or None, got {shrink_to!r}")
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {', '.join(POLICIES)}")
     deadline = time.monotonic() + limits.decode_timeout_s
     data, label = _read_source(source, limits)
+    if data[:6] in _GIF_SIGNATURES:
+        _check_gif_before_decoding(data, label, limits)
+    run = _Run(data, label, limits, deadline, shrink_to, should_stop)
 
-    first = _decode_pass(data, label, limits, deadline, keep="all" if num_frames is None else "budget")
+    first = _decode_pass(run, keep="all" if num_frames is None else "budget")
     n = first.n_frames
     if num_frames is None:
         indices = np.arange(n, dtype=np.int64)
@@ -132,9 +183,9 @@ def decode_video(
     else:
         indices = sample_indices(n, num_frames, policy)
         if first.kept is not None:
-            frames = np.stack([to_rgb24(first.kept[i]) for i in indices])
+            frames = np.stack([_rgb(first.kept[i], first, run) for i in indices])
         else:
-            second = _decode_pass(data, label, limits, deadline, keep=indices)
+            second = _decode_pass(run, keep=indices)
             if second.n_frames != n:
                 raise CorruptVideo(f"{label}: decoding is not repeatable ({n} frames on the first pass, "
                                    f"{second.n_frames} on the second)")
@@ -182,9 +233,22 @@ def _read_source(source, limits: VideoLimits) -> tuple[bytes, str]:
     return data, label
 
 
-def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, keep) -> _Pass:
+@dataclass(frozen=True)
+class _Run:
+    """What every pass of one decode shares."""
+
+    data: bytes
+    label: str
+    limits: VideoLimits
+    deadline: float
+    shrink_to: int | None
+    should_stop: Callable[[], bool] | None
+
+
+def _decode_pass(run: _Run, keep) -> _Pass:
     """One front-to-back decode. ``keep``: "all" (convert every frame), "budget" (keep frame
     objects while under budget) or an index array (convert those frames only)."""
+    label, limits = run.label, run.limits
     result = _Pass()
     wanted = None
     keep_all = isinstance(keep, str) and keep == "all"
@@ -194,8 +258,11 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
     elif keep == "budget":
         result.kept = []
     kept_bytes = 0
+    decoded_pixels = 0
+    _enable_error_logs()
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        # Capture(local=True): only this thread's FFmpeg messages, so concurrent decodes don't mix.
+        with av.logging.Capture(True) as logs, av.open(io.BytesIO(run.data), mode="r") as container:
             fmt = container.format.name
             if not set(fmt.split(",")) & set(limits.allowed_formats):
                 raise CorruptVideo(f"{label}: not a supported video container (FFmpeg detected {fmt!r}; "
@@ -205,8 +272,7 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
             stream = container.streams.video[0]
             declared_frames = int(stream.frames or 0)
             if "gif" in fmt.split(","):
-                gif_frames = _gif_image_count(data, label)
-                declared_frames = max(declared_frames, gif_frames)
+                declared_frames = max(declared_frames, _gif_image_count(run.data, label))
             if declared_frames > limits.max_frames:
                 raise TooManyFrames(f"{label}: video has {declared_frames} frames, over the limit "
                                     f"max_frames={limits.max_frames}")
@@ -217,7 +283,8 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
                                        f"max_duration_s={limits.max_duration_s:g}")
             ctx = stream.codec_context
             result.width, result.height = int(ctx.width or 0), int(ctx.height or 0)
-            _check_pixels(result.width, result.height, label, limits)
+            _check_geometry(result.width, result.height, label, limits)
+            _check_budget(result.width * result.height, declared_frames, label, limits, declared=True)
             rate = stream.average_rate or stream.guessed_rate
             result.fps = float(rate) if rate else None
 
@@ -227,29 +294,39 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
                 if result.n_frames > limits.max_frames:
                     raise TooManyFrames(f"{label}: video has more than {limits.max_frames} frames "
                                         f"(max_frames)")
-                if time.monotonic() > deadline:
+                if run.should_stop is not None and run.should_stop():
+                    raise DecodeCancelled(f"{label}: decoding was cancelled at frame {result.n_frames}")
+                if time.monotonic() > run.deadline:
                     raise DecodeTimeout(f"{label}: decoding took longer than decode_timeout_s="
                                         f"{limits.decode_timeout_s:g} s (stopped at frame {result.n_frames})")
                 if (frame.width, frame.height) != (result.width, result.height):
-                    _check_pixels(frame.width, frame.height, label, limits)
+                    _check_geometry(frame.width, frame.height, label, limits)
                     if index == 0:
                         result.width, result.height = frame.width, frame.height
+                decoded_pixels += frame.width * frame.height
+                _check_budget(decoded_pixels, 1, label, limits, declared=False)
+                if frame.is_corrupt:
+                    raise CorruptVideo(f"{label}: frame {index} is damaged (the decoder flags it corrupt)")
+                _raise_on_decoder_error(logs, label, index)
                 if frame.time is not None and frame.time > limits.max_duration_s:
                     raise VideoTooLong(f"{label}: video runs past {frame.time:.2f} s, over the limit "
                                        f"max_duration_s={limits.max_duration_s:g}")
                 if keep_all:
-                    result.rgb.append(_rgb(frame, result))
+                    result.rgb.append(_rgb(frame, result, run))
                 elif wanted is not None:
                     pos = wanted.get(index)
                     if pos is not None:
-                        result.rgb[pos] = _rgb(frame, result)
+                        result.rgb[pos] = _rgb(frame, result, run)
                 elif result.kept is not None:
                     kept_bytes += sum(plane.buffer_size for plane in frame.planes)
                     if kept_bytes <= _KEEP_BUDGET_BYTES:
                         result.kept.append(frame)
                     else:
                         result.kept = None  # too long to keep: count now, decode again later
-    except VideoError:
+            _raise_on_decoder_error(logs, label, result.n_frames)
+    except (VideoError, DecodeCancelled):
+        raise
+    except MemoryError:  # av.error.MemoryError is also an FFmpegError: out of memory is no corrupt input
         raise
     except EOFError as exc:  # some demuxers (WebM) report an empty stream as an early end of file
         if result.n_frames == 0:
@@ -269,11 +346,19 @@ def _decode_pass(data: bytes, label: str, limits: VideoLimits, deadline: float, 
     return result
 
 
-def _rgb(frame, result: _Pass) -> np.ndarray:
-    """RGB copy of a frame, in the size of the clip (a differently sized frame is an error)."""
+def _rgb(frame, result: _Pass, run: _Run) -> np.ndarray:
+    """RGB copy of a frame in the clip's size (a differently sized frame is an error), shrunk by swscale
+    to ``run.shrink_to`` when its shorter side is larger (one resampling, from the decoder's format)."""
     if (frame.width, frame.height) != (result.width, result.height):
-        raise CorruptVideo(f"frame size changes mid-stream ({result.width}x{result.height} -> "
+        raise CorruptVideo(f"{run.label}: frame size changes mid-stream ({result.width}x{result.height} -> "
                            f"{frame.width}x{frame.height})")
+    size = run.shrink_to
+    if size is not None and min(frame.width, frame.height) > size:
+        height, width = resized_shape(frame.height, frame.width, size)
+        # AREA averages every source pixel into its target: the antialiased shrink torchvision's
+        # Resize(antialias=True) does, where a plain bilinear tap would alias fine detail.
+        return frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA",
+                              threads=1).to_ndarray()  # one frame is tiny work; threads only cost memory
     return to_rgb24(frame)
 
 
@@ -291,10 +376,53 @@ def to_rgb24(frame) -> np.ndarray:
     return frame.to_ndarray()[..., channels]
 
 
-def _check_pixels(width: int, height: int, label: str, limits: VideoLimits) -> None:
+def _check_geometry(width: int, height: int, label: str, limits: VideoLimits) -> None:
     if width * height > limits.max_pixels:
         raise FrameTooLarge(f"{label}: frames are {width}x{height} = {width * height} pixels, over the "
                             f"limit max_pixels={limits.max_pixels}")
+    if width > 0 and height > 0 and max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise AspectRatioTooLarge(f"{label}: frames are {width}x{height}, an aspect ratio of "
+                                  f"{max(width, height) / min(width, height):.1f}:1, over the limit "
+                                  f"max_aspect_ratio={limits.max_aspect_ratio:g}")
+
+
+def _check_budget(frame_pixels: int, frames: int, label: str, limits: VideoLimits, *, declared: bool) -> None:
+    total = frame_pixels * frames
+    if total > limits.max_decoded_pixels:
+        what = (f"{frames} frames of {frame_pixels} pixels would decode to {total} pixels" if declared
+                else f"decoding produced over {limits.max_decoded_pixels} pixels")
+        raise DecodeBudgetExceeded(f"{label}: {what}, over the limit max_decoded_pixels="
+                                   f"{limits.max_decoded_pixels}")
+
+
+def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> None:
+    """Refuse a GIF from its header and block structure alone, before FFmpeg sees it: FFmpeg decodes
+    every GIF frame onto the full logical screen, so a 43-byte file declaring a 65535x1 screen, or a
+    few kilobytes of one-pixel images on a 4096x4096 screen, would otherwise allocate gigabytes."""
+    if len(data) < 13:
+        raise CorruptVideo(f"{label}: truncated GIF (no logical screen descriptor)")
+    width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if width == 0 or height == 0:
+        raise CorruptVideo(f"{label}: GIF logical screen is {width}x{height}")
+    _check_geometry(width, height, label, limits)
+    images = _gif_image_count(data, label)
+    if images > limits.max_frames:
+        raise TooManyFrames(f"{label}: video has {images} frames, over the limit max_frames={limits.max_frames}")
+    _check_budget(width * height, images, label, limits, declared=True)
+
+
+def _enable_error_logs() -> None:
+    """Let FFmpeg's error messages through to PyAV (off by default), so that a Capture sees them."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+
+
+def _raise_on_decoder_error(logs: list, label: str, index: int) -> None:
+    """FFmpeg conceals some damage (garbled GIF LZW data becomes wrong pixels) and only logs it."""
+    for level, name, message in logs:
+        if level <= av.logging.ERROR:
+            raise CorruptVideo(f"{label}: damaged data near frame {index} (FFmpeg {name}: {message.strip()})")
 
 
 def _ffmpeg_message(exc: BaseException) -> str:

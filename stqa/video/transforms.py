@@ -8,17 +8,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stqa.video.geometry import resized_shape
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
-
-
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) after scaling so the shorter side is ``size`` (torchvision ``Resize(int)`` rounding)."""
-    if height <= width:
-        return size, max(size, int(size * width / height))
-    return max(size, int(size * height / width)), size
 
 
 def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
