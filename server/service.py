@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import logging
 import threading
 import time
@@ -49,6 +50,8 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 # Requests at least this large trigger returning freed heap memory to the OS once they are done.
 _LARGE_REQUEST_BYTES = MiB
 _TRIM_INTERVAL_S = 1.0
+# How long an admitted call may wait for its turn to be received before it is refused.
+_RECEIVE_WAIT_S = 1.0
 # Longest user input echoed back in an error message.
 _ECHO_CHARS = 80
 
@@ -106,9 +109,24 @@ class _HeldBytes:
         self._n = 0
 
     def hold(self, n: int) -> None:
-        """Now hold ``n`` bytes (0 releases everything)."""
+        """Now hold ``n`` bytes (0 releases everything); waiting receivers are told when bytes are freed."""
+        freed = n < self._n
         self._service._bytes_in_flight += n - self._n
         self._n = n
+        if freed:
+            self._service._notify_bytes_freed()
+
+
+@dataclass
+class _Checked:
+    """A request that passed every check that needs no decoding."""
+
+    route: _Route
+    task: int
+    question: str
+    candidates: list[str]
+    video: bytes
+    return_attention: bool
 
 
 @dataclass
@@ -155,15 +173,19 @@ class VideoQAService:
         self._in_flight = 0
         self._large_in_flight = 0
         self._bytes_in_flight = 0
+        self._bytes_freed: asyncio.Condition | None = None  # created on the serving loop
         self._last_trim = 0.0
+        self._trim_scheduled = False
         self._latency_ewma_s = 0.05
         self.ready = False
         self.draining = False
 
     def start_decoders(self) -> None:
-        """Start the decode worker processes (each under the decode memory limit)."""
+        """Start the decode worker processes (each under the decode memory limit); on the serving loop."""
         from stqa.video.pool import DecodePool
 
+        if self._bytes_freed is None:
+            self._bytes_freed = asyncio.Condition()
         if self._decode_pool is None:
             self._decode_pool = DecodePool(self.config.decode_workers,
                                            memory_limit_bytes=self.config.decode_memory_bytes)
@@ -230,18 +252,19 @@ class VideoQAService:
             self._in_flight += 1
             admitted = True
             self.metrics.in_flight.set(self._in_flight)
-            held.hold(self.config.max_message_bytes)  # its size is unknown until it has arrived
+            await self._reserve_receive(held, context)
             request = await context.read()
             if request is grpc.aio.EOF:
                 raise _invalid("no request message was sent")
-            size = request.ByteSize() if isinstance(request, pb.AnswerRequest) else 0
-            held.hold(size)
-            large = size >= _LARGE_REQUEST_BYTES
+            try:
+                checked = self._validate(request)
+            finally:
+                del request  # frees the parsed message (and its copy of the video) before decoding
+            held.hold(len(checked.video))
+            large = len(checked.video) >= _LARGE_REQUEST_BYTES
             if large:
                 self._large_in_flight += 1
-            response = await self._answer(request, context, started, held)
-            del request
-            return response
+            return await self._answer(checked, context, started, held)
         except RequestError as exc:
             code = exc.code
             await context.abort(exc.code, exc.message)
@@ -291,18 +314,39 @@ class VideoQAService:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
 
     def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        """Refuse a call over capacity (calls, or request bytes being held) with retry pushback."""
-        c = self.config
-        if self._in_flight >= c.max_in_flight:
-            reason = f"server at capacity ({c.max_in_flight} requests in flight)"
-        elif self._bytes_in_flight + c.max_message_bytes > c.max_bytes_in_flight:
-            reason = f"server at capacity ({self._bytes_in_flight // MiB} MiB of requests being received or held)"
-        else:
-            return
+        """Refuse a call over ``max_in_flight`` with retry pushback."""
+        if self._in_flight >= self.config.max_in_flight:
+            self._refuse(context, f"server at capacity ({self.config.max_in_flight} requests in flight)")
+
+    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
         pushback = self._pushback_ms()
         context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(pushback)),))
         self.metrics.admission_refused.inc()
         raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{reason}; retry after {pushback} ms")
+
+    async def _reserve_receive(self, held: _HeldBytes, context: grpc.aio.ServicerContext) -> None:
+        """Wait (briefly) until the message may be received: a call being received counts as a full-size
+        message against ``max_bytes_in_flight`` until its size is known. While it waits, the transport
+        holds at most one stream window of its data; the client's upload waits behind flow control."""
+        c = self.config
+        remaining = context.time_remaining()
+        wait = _RECEIVE_WAIT_S if remaining is None else min(_RECEIVE_WAIT_S, max(remaining, 0.0))
+        async with self._bytes_freed:
+            try:
+                await asyncio.wait_for(self._bytes_freed.wait_for(
+                    lambda: self._bytes_in_flight + c.max_message_bytes <= c.max_bytes_in_flight), wait)
+            except asyncio.TimeoutError:
+                self._refuse(context, f"server at capacity ({self._bytes_in_flight // MiB} MiB of requests "
+                                      f"being received or held, limit {c.max_bytes_in_flight // MiB} MiB)")
+            held.hold(c.max_message_bytes)
+
+    def _notify_bytes_freed(self) -> None:
+        if self._bytes_freed is not None:
+            asyncio.get_running_loop().create_task(self._wake_receivers())
+
+    async def _wake_receivers(self) -> None:
+        async with self._bytes_freed:
+            self._bytes_freed.notify_all()
 
     def _pushback_ms(self) -> int:
         """When a refused client should retry: about one recent request's latency (50 ms .. 5 s)."""
@@ -312,15 +356,25 @@ class VideoQAService:
         """Once the last large request is done, hand the freed heap back to the OS (at most once a second):
         gRPC assembles a large message from many small slices in per-thread malloc arenas, which glibc
         keeps mapped after they are freed, so RSS would otherwise stay at the burst's peak."""
-        now = time.monotonic()
-        if self._large_in_flight or now - self._last_trim < _TRIM_INTERVAL_S:
+        if self._large_in_flight or self._trim_scheduled:
             return
-        self._last_trim = now
+        loop = asyncio.get_running_loop()
+        wait = self._last_trim + _TRIM_INTERVAL_S - time.monotonic()
+        if wait > 0:  # trimmed recently: once more when the interval is over, if still quiet then
+            self._trim_scheduled = True
+            loop.call_later(wait, self._trim_later)
+            return
+        self._last_trim = time.monotonic()
         from stqa.video.pool import release_free_memory
 
-        asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+        gc.collect()  # videos pinned by reference cycles (tracebacks of refused requests) go first
+        loop.run_in_executor(None, release_free_memory)
 
-    def _validate(self, request) -> tuple[_Route, int, str, list[str], bytes]:
+    def _trim_later(self) -> None:
+        self._trim_scheduled = False
+        self._maybe_release_memory()
+
+    def _validate(self, request) -> _Checked:
         """Check everything about the request that can be checked without decoding."""
         if isinstance(request, MalformedRequest):
             raise _invalid(f"request is not a valid {request.message_type}: {request.reason}")
@@ -362,7 +416,7 @@ class VideoQAService:
             raise _invalid("video is empty")
         if len(video) > self.config.max_video_bytes:
             raise _invalid(f"video is {len(video)} bytes; the limit is {self.config.max_video_bytes}")
-        return route, task, question, candidates, video
+        return _Checked(route, task, question, candidates, video, bool(request.return_attention))
 
     def _prepare(self, predictor, video: bytes, timeout_s: float, cancel: threading.Event):
         """On a waiter thread: decode in a worker process, then turn the frames into the model input."""
@@ -387,31 +441,41 @@ class VideoQAService:
         cancel = threading.Event()
         job = asyncio.get_running_loop().run_in_executor(
             self._decode_waiters, functools.partial(self._prepare, route.predictor, video, budget, cancel))
+        del video
         try:
             return await job
         except asyncio.CancelledError:
             cancel.set()  # the worker stops between frames, or is killed: its slot is free again at once
             raise
-        except DecodeTimeout:
-            if deadline_binds:
-                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   "the deadline passed while decoding the video") from None
-            raise _invalid(f"video rejected: decoding takes longer than decode_timeout_s="
-                           f"{self.config.decode_timeout_s:g} s") from None
-        except DecodePoolBusy:
-            if deadline_binds:
-                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   "the deadline passed while waiting for a decode worker") from None
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"no decode worker became free within {budget:.1f} s (server overloaded)") from None
-        except (DecodePoolClosed, DecodeCancelled):
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down") from None
-        except VideoError as exc:
-            raise _invalid(f"video rejected: {exc}") from None
+        except (DecodeTimeout, DecodePoolBusy, DecodePoolClosed, DecodeCancelled, VideoError) as exc:
+            error = self._decode_error(exc, budget, deadline_binds)
+        # Raised outside the except block: the reply must not keep the decoder's traceback (and the video
+        # its frames hold) alive.
+        raise error
 
-    async def _answer(self, request, context: grpc.aio.ServicerContext, started: float, held: _HeldBytes):
-        route, task, question, candidates, video = self._validate(request)
-        request.ClearField("video")  # `video` is the one copy now; it goes once decoded
+    def _decode_error(self, exc: Exception, budget: float, deadline_binds: bool) -> RequestError:
+        from stqa.video.decode import DecodeTimeout, VideoError
+        from stqa.video.pool import DecodePoolBusy
+
+        if isinstance(exc, DecodeTimeout):
+            if deadline_binds:
+                return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while decoding the video")
+            return _invalid(f"video rejected: decoding takes longer than decode_timeout_s="
+                            f"{self.config.decode_timeout_s:g} s")
+        if isinstance(exc, DecodePoolBusy):
+            if deadline_binds:
+                return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    "the deadline passed while waiting for a decode worker")
+            return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"no decode worker became free within {budget:.1f} s (server overloaded)")
+        if isinstance(exc, VideoError):
+            return _invalid(f"video rejected: {exc}")
+        return RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    async def _answer(self, checked: _Checked, context: grpc.aio.ServicerContext, started: float,
+                      held: _HeldBytes):
+        route, task, question, candidates = checked.route, checked.task, checked.question, checked.candidates
+        video, checked.video = checked.video, b""  # the one copy of the video; it goes once decoded
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         if deadline is not None and remaining <= 0:
@@ -439,7 +503,7 @@ class VideoQAService:
         self.metrics.stage_latency.labels(stage="queue").observe(result.queue_s)
         for stage, seconds in result.stage_s.items():
             self.metrics.stage_latency.labels(stage=stage).observe(seconds)
-        return self._response(request, task, prepared, result, decode_s, started, route)
+        return self._response(checked.return_attention, task, prepared, result, decode_s, started, route)
 
     def _make_query(self, **fields):
         if self._query_factory is None:
@@ -448,7 +512,7 @@ class VideoQAService:
             self._query_factory = Query
         return self._query_factory(**fields)
 
-    def _response(self, request, task: int, prepared, result: BatchResult, decode_s: float, started: float,
+    def _response(self, return_attention: bool, task: int, prepared, result: BatchResult, decode_s: float, started: float,
                   route: _Route):
         prediction = result.value
         frame_indices = [int(i) for i in prepared.frame_indices]
@@ -463,7 +527,7 @@ class VideoQAService:
             model_version=str(route.predictor.model_version),
             task=task,
         )
-        if request.return_attention:
+        if return_attention:
             if prediction.temporal_attention is None or prediction.spatial_attention is None:
                 raise RuntimeError("the predictor returned no attention although the model has it")
             temporal = np.asarray(prediction.temporal_attention, dtype=np.float32)[:n_valid]

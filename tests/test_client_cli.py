@@ -6,10 +6,10 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers import CANDIDATES, model_checkpoint, sample_videos
 from PIL import Image
 from stqa.server.config import ServerConfig
 from stqa.server.testing import ServerThread
-from test_server_e2e import CANDIDATES, model_checkpoint, sample_videos
 
 from stqa.cli import main as stqa_main
 from stqa.client import VideoQAClient

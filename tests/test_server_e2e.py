@@ -6,15 +6,9 @@ few synthetic videos (the answers are then poor, but every path of the service i
 
 from __future__ import annotations
 
-import atexit
-import functools
 import io
 import re
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,54 +17,12 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import CANDIDATES, model_checkpoint, sample_videos
 from PIL import Image
 from stqa.server import testing
 
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc
-
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "stqa" / "assets" / "default"
-CANDIDATES = ["jump", "spin", "grow", "shrink", "vanish"]
-
-
-# -- shared helpers (also imported by test_client_cli.py) --------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def _workdir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="stqa-server-tests-"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def synthetic_set() -> Path:
-    """A handful of synthetic TGIF-format videos + questions (stqa synth)."""
-    out = _workdir() / "synth"
-    subprocess.run([sys.executable, "-m", "stqa", "synth", "--out", str(out), "--videos", "12", "--seed", "3"],
-                   check=True, capture_output=True, timeout=120)
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def model_checkpoint() -> Path | None:
-    """None (= the bundled model) if it exists; else a checkpoint trained for one short epoch."""
-    if (BUNDLED / "config.json").is_file():
-        return None
-    data = synthetic_set()
-    run_dir = _workdir() / "run"
-    subprocess.run(
-        [sys.executable, "-m", "stqa", "train", "--data", str(data), "--videos", str(data / "gifs"),
-         "--backbone", "tiny", "--task", "all", "--variant", "sptp", "--epochs", "1", "--batch-size", "32",
-         "--embed-dim", "16", "--hidden-dim", "32", "--att-hidden-dim", "16", "--num-frames", "8",
-         "--image-size", "64", "--out", str(run_dir), "--name", "e2e-tiny"],
-        check=True, capture_output=True, timeout=300,
-    )
-    return run_dir / "best"
-
-
-def sample_videos() -> list[Path]:
-    return sorted((synthetic_set() / "gifs").glob("*.gif"))
 
 
 class ServeProcess(testing.ServeProcess):

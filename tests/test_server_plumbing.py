@@ -430,6 +430,12 @@ def test_config_rejects_nonsense():
         ServerConfig(tls_cert="cert.pem")
     with pytest.raises(ValueError, match="max_video_bytes"):
         ServerConfig(max_video_bytes=100 << 20, max_message_bytes=80 << 20)
+    with pytest.raises(ValueError, match="max_bytes_in_flight"):
+        ServerConfig(max_video_bytes=60 << 20, max_message_bytes=64 << 20)
+    with pytest.raises(ValueError, match="max_aspect_ratio"):
+        ServerConfig(max_aspect_ratio=0.5)
+    with pytest.raises(ValueError, match="256 MiB"):
+        ServerConfig(decode_memory_bytes=100 << 20)
 
 
 class _TaskSubset(FakePredictor):

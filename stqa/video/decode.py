@@ -173,6 +173,7 @@ def decode_video(
     data, label = _read_source(source, limits)
     if data[:6] in _GIF_SIGNATURES:
         _check_gif_before_decoding(data, label, limits)
+        _check_gif_lzw(data, label)
     run = _Run(data, label, limits, deadline, shrink_to, should_stop)
 
     first = _decode_pass(run, keep="all" if num_frames is None else "budget")
@@ -409,6 +410,24 @@ def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> 
     if images > limits.max_frames:
         raise TooManyFrames(f"{label}: video has {images} frames, over the limit max_frames={limits.max_frames}")
     _check_budget(width * height, images, label, limits, declared=True)
+
+
+def _check_gif_lzw(data: bytes, label: str) -> None:
+    """Refuse a GIF whose LZW data is damaged. FFmpeg's decoder is lenient: an image whose garbled data
+    ends early, or decodes to codes it can use, becomes wrong pixels without an error. Pillow's decoder
+    checks every image's code stream to its end in C (a fraction of FFmpeg's decode time); it runs only
+    after the canvas and frame budgets have passed, so its memory is bounded the same way."""
+    from PIL import Image  # imported here: only GIFs need it
+
+    index = -1
+    try:
+        with Image.open(io.BytesIO(data), formats=["GIF"]) as image:
+            for index in range(image.n_frames):
+                image.seek(index)
+                image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged data
+        where = f"image {index + 1}" if index >= 0 else "its header"
+        raise CorruptVideo(f"{label}: damaged GIF data in {where} ({exc})") from None
 
 
 def _enable_error_logs() -> None:

@@ -108,6 +108,10 @@ def _worker_main(conn, memory_limit_bytes: int | None) -> None:
             return
         if job is None:
             return
+        try:
+            job = dataclasses.replace(job, data=conn.recv_bytes())  # the payload travels unpickled
+        except (EOFError, OSError):
+            return
         # A stop request for the previous job is handled before recv() returns (signals interrupt the
         # blocking read), so clearing here cannot lose one meant for this job.
         stop_requested[0] = False
@@ -204,7 +208,8 @@ class DecodePool:
             remaining = max(deadline - time.monotonic(), 1e-3)
             # The worker enforces the time between frames itself; the kill below is for a stuck frame.
             job = dataclasses.replace(job, limits=dataclasses.replace(job.limits, decode_timeout_s=remaining))
-            worker.conn.send(job)
+            worker.conn.send(dataclasses.replace(job, data=b""))
+            worker.conn.send_bytes(job.data)  # no pickled copy of a large video
             while not worker.conn.poll(_POLL_S):
                 if self._closed:
                     raise DecodePoolClosed("the decode pool is shutting down")
@@ -225,7 +230,10 @@ class DecodePool:
         if status == "ok":
             return payload
         if status == "video_error":
-            raise payload
+            try:
+                raise payload
+            finally:  # no exception -> traceback -> this frame -> exception cycle (it would pin `job`)
+                payload = job = None
         if status == "memory":
             raise DecoderMemoryExceeded(f"decoding needs more than the decode worker's memory limit "
                                         f"({self.memory_limit_bytes // MiB} MiB)")
