@@ -105,7 +105,7 @@ def test_bad_task_and_split(tmp_path: Path) -> None:
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", "g2\tq ?\t3\tCOUNT2"], r":3: expected 5 tab-separated fields, got 4"),
     ([COUNT_HEADER, "g\tq ?\tthree\tCOUNT1\t1"], r":2: field 'answer' must be an integer"),
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\tkey1"], r":2: field 'key' must be an integer"),
-    ([COUNT_HEADER, "g\tq ?\t-1\tCOUNT1\t1"], r":2: negative count"),
+    ([COUNT_HEADER, "g\tq ?\t-1\tCOUNT1\t1"], r":2: field 'answer' must be an integer written with the digits 0-9 only, got '-1'"),
     ([COUNT_HEADER, "\tq ?\t1\tCOUNT1\t1"], r":2: empty 'gif_name'"),
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", ""], r":3: empty line"),
 ])
