@@ -144,9 +144,8 @@ def _split(text: str, expected: tuple[str, ...], where: str) -> list[str]:
     try:
         row = next(csv.reader([text], delimiter="\t", strict=True))
     except csv.Error as err:
-        raise ValueError(f"{where}: bad CSV quoting ({err}): a field that starts with a double quote must "
-                         'end with one on the same line, with any quote inside it doubled (""); a record '
-                         "cannot continue on the next line") from None
+        raise ValueError(f'{where}: bad quoting ({err}): a field that starts with " must end with " on the '
+                         'same line, inner quotes doubled (""); a record cannot span lines') from None
     for i, value in enumerate(row):
         if "\t" in value:  # only possible inside quotes, which would hide the tab from the field count
             raise ValueError(f"{where}: field {_column_name(expected, i)} contains a tab (inside quotes); "
