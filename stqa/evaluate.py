@@ -164,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed(args.device)
     try:
         return _evaluate(args, rank, world, device)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except CheckpointError as err:  # same line as stqa.cli prints; kept here for callers of run() itself
+        print(f"stqa evaluate: error: {err}", file=sys.stderr)
         return 2
     finally:
         if world > 1 and torch.distributed.is_initialized():

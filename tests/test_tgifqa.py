@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import shutil
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -105,7 +108,7 @@ def test_bad_task_and_split(tmp_path: Path) -> None:
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", "g2\tq ?\t3\tCOUNT2"], r":3: expected 5 tab-separated fields, got 4"),
     ([COUNT_HEADER, "g\tq ?\tthree\tCOUNT1\t1"], r":2: field 'answer' must be an integer"),
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\tkey1"], r":2: field 'key' must be an integer"),
-    ([COUNT_HEADER, "g\tq ?\t-1\tCOUNT1\t1"], r":2: negative count"),
+    ([COUNT_HEADER, "g\tq ?\t-1\tCOUNT1\t1"], r":2: field 'answer' must be an integer written with the digits 0-9"),
     ([COUNT_HEADER, "\tq ?\t1\tCOUNT1\t1"], r":2: empty 'gif_name'"),
     ([COUNT_HEADER, "g\tq ?\t3\tCOUNT1\t1", ""], r":3: empty line"),
 ])
@@ -127,6 +130,116 @@ def test_malformed_mc_and_frameqa(tmp_path: Path) -> None:
     write_tsv(tmp_path / "Test_frameqa_question.csv", [FRAMEQA_HEADER, "g\tq ?\tcar\t4\tFRAMEQA1\t1\td ."])
     with pytest.raises(ValueError, match=r"Test_frameqa_question\.csv:2: FrameQA type 4 out of range"):
         tgifqa.load(tmp_path, "frameqa", "test")
+
+
+# --- strictness: one record per line, integers, duplicates, encoding --------------------------------
+
+
+def load_count(tmp_path: Path, lines: list[str]) -> list[QARecord]:
+    write_tsv(tmp_path / "Train_count_question.csv", lines)
+    return tgifqa.load(tmp_path, "count", "train")
+
+
+def test_quote_opened_in_one_row_and_closed_later_does_not_merge_rows(tmp_path: Path) -> None:
+    # The csv module alone read these 6 rows as 3 records: rows 2-4 became one question.
+    rows = [f"g{i}\tq{i} ?\t3\tCOUNT{i}\t{i}" for i in range(1, 7)]
+    rows[1] = 'g2\t"how many times does the man jump ?\t3\tCOUNT2\t2'
+    rows[3] = 'g4\tq4 " ?\t3\tCOUNT4\t4'
+    with pytest.raises(ValueError, match=r"Train_count_question\.csv:3: bad quoting \(.*a record cannot span lines"):
+        load_count(tmp_path, [COUNT_HEADER, *rows])
+
+
+def test_unbalanced_quote_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    rows = [f"g{i}\tq{i} ?\t3\tCOUNT{i}\t{i}" for i in range(1, 5)]
+    rows[3] = 'g4\tq4 ?\t3\tCOUNT4\t"4'  # the last line: nothing after it to close the quote
+    with pytest.raises(ValueError, match=r"\.csv:5: bad quoting"):
+        load_count(tmp_path, [COUNT_HEADER, *rows])
+    rows[3] = 'g4\t"q4" ?\t3\tCOUNT4\t4'  # text after the closing quote
+    with pytest.raises(ValueError, match=r"\.csv:5: bad quoting"):
+        load_count(tmp_path, [COUNT_HEADER, *rows])
+
+
+def test_quoting_and_plain_quotes_still_work(tmp_path: Path) -> None:
+    records = load_count(tmp_path, [COUNT_HEADER, 'g1\t"how many ""hops"" ?"\t3\tCOUNT1\t1',
+                                    'g2\tthe "big" dog ?\t2\tCOUNT2\t2', '"g3"\tq ?\t0\tCOUNT3\t3'])
+    assert [r.question for r in records] == ['how many "hops" ?', 'the "big" dog ?', "q ?"]
+    assert records[2].gif_name == "g3"
+
+
+@pytest.mark.parametrize("row, message", [
+    ('g\t"how\tmany ?"\t3\tCOUNT1\t1', r":3: field 'question' contains a tab"),  # tab inside quotes
+    ("g\thow\rmany ?\t3\tCOUNT1\t1", r":3: field 'question' contains a line break \(U\+000D\)"),  # lone CR
+    ('g\t"how\rmany ?"\t3\tCOUNT1\t1', r":3: field 'question' contains a line break \(U\+000D\)"),
+    ("g\thow many ?\t3\tCOUNT1\t1\x0c", r":3: field 'key' contains a line break \(U\+000C\)"),
+    ("g\thow\u2028many ?\t3\tCOUNT1\t1", r":3: field 'question' contains a line break \(U\+2028\)"),
+    ("g\thow many ?\t3\tCOUNT1\t1\t\x85", r":3: field 6 contains a line break \(U\+0085\)"),
+])
+def test_tab_or_line_break_in_a_field_is_rejected(tmp_path: Path, row: str, message: str) -> None:
+    with pytest.raises(ValueError, match=r"Train_count_question\.csv" + message):
+        load_count(tmp_path, [COUNT_HEADER, "g0\tq ?\t2\tCOUNT0\t0", row])
+
+
+def test_line_endings_lf_and_no_final_newline(tmp_path: Path) -> None:
+    lines = [COUNT_HEADER, "g1\tq ?\t3\tCOUNT1\t1", "g2\tq ?\t0\tCOUNT2\t2"]
+    crlf = load_count(tmp_path, lines)
+    (tmp_path / "Train_count_question.csv").write_bytes("\n".join(lines).encode())
+    assert tgifqa.load(tmp_path, "count", "train") == crlf and len(crlf) == 2
+
+
+def test_bad_utf8_names_file_and_line(tmp_path: Path) -> None:
+    good = f"{COUNT_HEADER}\r\ng1\tq ?\t3\tCOUNT1\t1\r\n".encode()
+    (tmp_path / "Train_count_question.csv").write_bytes(good + b"g2\tq \xe9t\xe9 ?\t3\tCOUNT2\t2\r\n")
+    with pytest.raises(ValueError, match=r"Train_count_question\.csv:3: not valid UTF-8: byte 0xe9 at byte 6"):
+        tgifqa.load(tmp_path, "count", "train")
+
+
+@pytest.mark.parametrize("value", ["1_0", "\uff13", "+3", " 3", "3 ", "-1", "", "3.0", "0x3", "\u0663", "1e1"])
+@pytest.mark.parametrize("column", ["answer", "key"])
+def test_count_integers_are_ascii_digits_only(tmp_path: Path, value: str, column: str) -> None:
+    fields = {"answer": "3", "key": "7", column: value}
+    row = f"g\tq ?\t{fields['answer']}\tCOUNT1\t{fields['key']}"
+    with pytest.raises(ValueError, match=rf":2: field '{column}' must be an integer written with the digits 0-9"):
+        load_count(tmp_path, [COUNT_HEADER, row])
+
+
+def test_count_range(tmp_path: Path) -> None:
+    records = load_count(tmp_path, [COUNT_HEADER, "g\tq ?\t10\tCOUNT1\t1", "g\tq ?\t0\tCOUNT2\t1",
+                                    "g\tq ?\t007\tCOUNT3\t0"])
+    assert [r.answer for r in records] == [10, 0, 7] and records[2].key == 0
+    for value in ("11", "1000", "9" * 5000):
+        with pytest.raises(ValueError, match=r":2: count answer 9*1*0*\.*.* out of range 0\.\.10"):
+            load_count(tmp_path, [COUNT_HEADER, f"g\tq ?\t{value}\tCOUNT1\t1"])
+    assert load_count(tmp_path, [COUNT_HEADER, f"g\tq ?\t2\tCOUNT1\t{2**63 - 1}"])[0].key == 2**63 - 1
+    with pytest.raises(ValueError, match=r":2: field 'key' 9223372036854775808 out of range"):
+        load_count(tmp_path, [COUNT_HEADER, f"g\tq ?\t2\tCOUNT1\t{2**63}"])
+
+
+@pytest.mark.parametrize("task, row, message", [
+    ("transition", "g\tq ?\ta\tb\tc\td\te\t\uff11\tTRANS1\t1", r":2: field 'answer' must be an integer"),
+    ("transition", "g\tq ?\ta\tb\tc\td\te\t+1\tTRANS1\t1", r":2: field 'answer' must be an integer"),
+    ("action", "g\tq ?\ta\tb\tc\td\te\t1\tACTION1\t1_2", r":2: field 'key' must be an integer"),
+    ("action", "g\tq ?\ta\tb\tc\td\te\t10\tACTION1\t1", r":2: answer index 10 out of range 0\.\.4"),
+    ("frameqa", "g\tq ?\tcar\t 1\tFRAMEQA1\t1\td .", r":2: field 'type' must be an integer"),
+    ("frameqa", "g\tq ?\tcar\t-0\tFRAMEQA1\t1\td .", r":2: field 'type' must be an integer"),
+])
+def test_mc_and_frameqa_integers(tmp_path: Path, task: str, row: str, message: str) -> None:
+    header = {"transition": MC_HEADER, "action": MC_HEADER, "frameqa": FRAMEQA_HEADER}[task]
+    name = tgifqa.annotation_filename(task, "test")
+    write_tsv(tmp_path / name, [header, row])
+    with pytest.raises(ValueError, match=name.replace(".", r"\.") + message):
+        tgifqa.load(tmp_path, task, "test")
+
+
+def test_duplicate_question_id_names_both_lines(tmp_path: Path) -> None:
+    rows = ["g1\tq ?\t3\tCOUNT1\t1", "g2\tq ?\t3\tCOUNT2\t2", "g3\tq ?\t3\tCOUNT3\t3", "g4\tq ?\t2\tCOUNT2\t4"]
+    with pytest.raises(ValueError, match=r"\.csv:5: duplicate question id \(vid_id\) 'COUNT2', first on line 3"):
+        load_count(tmp_path, [COUNT_HEADER, *rows])
+
+
+def test_long_bad_values_are_shortened_in_messages(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        load_count(tmp_path, [COUNT_HEADER, f"g\tq ?\t{'x' * 10_000}\tCOUNT1\t1"])
+    assert "(10000 characters)" in str(info.value) and len(str(info.value)) < 300
 
 
 # --- loader on the real files ----------------------------------------------------------------------
@@ -172,6 +285,42 @@ def test_real_files_consistency() -> None:
     assert counts == {"object": 5586, "number": 3148, "color": 3904, "location": 1053}
     # the official Count word vocabulary has 2,423 entries including its 2 specials and <EOS>
     assert len(tgifqa.build_word_vocab(train)) == 2423 - 1
+
+
+# Record count and sha256 of every record (json of the QARecord fields, one per line) of each real file,
+# computed with the pre-strict loader (csv.reader over the whole file): the strict reader must give
+# exactly the same records.
+REAL_DIGESTS = {
+    ("train", "count"): (26839, "68d693ed81294a8686a8b98f92716f26618675f2564ef5f8c9a726a30011357c"),
+    ("train", "action"): (20471, "9aa772083d04676115f08009b6e46660644873bdda29a6ec2fe958ff76565661"),
+    ("test", "count"): (3554, "20a1f6f3c046cc9b58d675135cb2f3282038f7bc530197e9588bd6d34b976550"),
+    ("test", "action"): (2274, "24663855e41504edc0b4d2ec253982b42ed43c52bdcb6ef89803769e99afc20e"),
+    ("test", "transition"): (6232, "0762c37e2a32a7def1e33880d2d2ce81d68af9471858141079120e2e234b28d0"),
+    ("test", "frameqa"): (13691, "ca542dd12177331bfb721a0cd0230ad37db701815adbd7b6446b046ad75b9aa6"),
+    ("total", "count"): (30397, "cd81271c809c0cd534fa559ba58708bf511ca328c3f1a6150395de0d30e160f6"),
+    ("total", "action"): (22749, "cf2a9300e3357fa08e66ec27b9641a3b750943e6be9287282ee0dbf75f93159b"),
+}
+
+
+@needs_real
+@pytest.mark.parametrize("split, task", sorted(REAL_DIGESTS))
+def test_real_files_load_identical_records(split: str, task: str) -> None:
+    records = tgifqa.load(REAL_ROOT, task, split)
+    digest = hashlib.sha256(b"".join(json.dumps(astuple(r)).encode() + b"\n" for r in records)).hexdigest()
+    assert (len(records), digest) == REAL_DIGESTS[(split, task)]
+
+
+@needs_real
+def test_real_transition_file_with_an_unclosed_quote(tmp_path: Path) -> None:
+    """The reported attack on the real file: a quote opened in one question, closed three rows later."""
+    shutil.copy(Path(REAL_ROOT) / "Test_transition_question.csv", tmp_path)
+    path = tmp_path / "Test_transition_question.csv"
+    lines = path.read_bytes().split(b"\r\n")
+    lines[9] = lines[9].replace(b"\tWhat", b'\t"What', 1)
+    lines[12] = lines[12].replace(b"\tWhat", b'\tWhat"', 1)
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ValueError, match=r"Test_transition_question\.csv:10: bad quoting"):
+        tgifqa.load(tmp_path, "transition", "test")
 
 
 # --- tokenizer ------------------------------------------------------------------------------------

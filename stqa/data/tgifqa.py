@@ -4,6 +4,8 @@ The official files ``{Train,Test,Total}_{count,action,transition,frameqa}_questi
 tab-separated despite their name, with a header line and CRLF line endings. They are read
 unmodified. Two fields in ``Test_transition_question.csv`` are CSV-quoted (a candidate
 written ``respond "no"`` in quotes with doubled inner quotes); they are unquoted exactly as the official pandas loader does.
+The reader is strict: one record per line, no tab or line break inside a field, integers written with
+ASCII digits and range-checked, unique question ids; any violation is an error naming file and line.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
 SPLITS: tuple[str, ...] = ("train", "test", "total")
 FRAMEQA_TYPES: tuple[str, ...] = ("object", "number", "color", "location")  # `type` column 0..3
 NUM_CANDIDATES = 5
+# Count answers: the format's range. 10 means "10 or more" (questions say "10 or more than 10 times"), the
+# official scoring clips predictions to 1..10, and the real files hold exactly {0, 2, ..., 10}.
+COUNT_MAX = 10
+KEY_MAX = 2**63 - 1  # a GIF id; it becomes an int64 tensor value and a feature-file key
 
 _HEADERS: dict[str, tuple[str, ...]] = {
     "count": ("gif_name", "question", "answer", "vid_id", "key"),
@@ -63,64 +69,134 @@ def annotation_filename(task: str, split: str) -> str:
 
 
 def load(root: str | os.PathLike, task: str, split: str) -> list[QARecord]:
-    """Read ``<root>/<Split>_<task>_question.csv`` into records, in file order."""
+    """Read ``<root>/<Split>_<task>_question.csv`` into records, in file order.
+
+    Strict: every problem is a ``ValueError("<file>:<line>: ...")`` naming the line the record is on
+    (``FileNotFoundError`` for a missing file); nothing is skipped or repaired.
+    """
     name = annotation_filename(task, split)
     path = Path(root) / name
     if not path.is_file():
         raise FileNotFoundError(f"TGIF-QA annotation file not found: {path} (expected the official file "
                                 f"{name!r} in {Path(root)})")
     expected = _HEADERS[task]
+    lines = _lines(path, path.read_bytes())
+    header_line = next(lines, None)
+    if header_line is None:
+        raise ValueError(f"{path}:1: empty file, expected the header {' '.join(expected)!r}")
+    header = _split(header_line[1], expected, f"{path}:1")
+    if tuple(header) != expected:
+        raise ValueError(f"{path}:1: wrong header for task {task!r}: got {header!r}, "
+                         f"expected {list(expected)!r}")
     records: list[QARecord] = []
-    # newline="" lets the csv module own the CRLF handling; default quoting unquotes the two quoted
-    # transition fields the way pandas (the official loader) does.
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}:1: empty file, expected the header {' '.join(expected)!r}")
-        if tuple(header) != expected:
-            raise ValueError(f"{path}:1: wrong header for task {task!r}: got {header!r}, "
-                             f"expected {list(expected)!r}")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if not row:
-                raise ValueError(f"{where}: empty line")
-            if len(row) != len(expected):
-                raise ValueError(f"{where}: expected {len(expected)} tab-separated fields, got {len(row)}")
-            records.append(_parse_row(task, dict(zip(expected, row, strict=True)), where))
+    first_line: dict[str, int] = {}  # qid -> line it was first seen on
+    for lineno, text in lines:
+        where = f"{path}:{lineno}"
+        if not text:
+            raise ValueError(f"{where}: empty line")
+        row = _split(text, expected, where)
+        if len(row) != len(expected):
+            raise ValueError(f"{where}: expected {len(expected)} tab-separated fields, got {len(row)}")
+        record = _parse_row(task, dict(zip(expected, row, strict=True)), where)
+        if record.qid in first_line:
+            raise ValueError(f"{where}: duplicate question id (vid_id) {record.qid!r}, "
+                             f"first on line {first_line[record.qid]}")
+        first_line[record.qid] = lineno
+        records.append(record)
     return records
 
 
+def _lines(path: Path, data: bytes) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) per line; CRLF or LF ends a line, and a final one is optional.
+
+    Lines are split here, before any CSV unquoting, so a record can never span lines: a quote that
+    is not closed on its own line is an error on that line instead of silently swallowing the rows
+    up to the next quote.
+    """
+    raw_lines = data.split(b"\n")
+    if raw_lines[-1] == b"":  # the file ends with a line break (or is empty)
+        raw_lines.pop()
+    for lineno, raw in enumerate(raw_lines, start=1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: not valid UTF-8: byte 0x{raw[err.start]:02x} at byte "
+                             f"{err.start + 1} of the line ({err.reason})") from None
+
+
+# A record is one line and a field one cell. Line breaks are str.splitlines' set (a lone CR, form feed,
+# U+2028, ...): a later reader that splits on any of them would cut the record there.
+_LINE_BREAKS = re.compile("[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _split(text: str, expected: tuple[str, ...], where: str) -> list[str]:
+    """One line's tab-separated fields, with CSV quoting undone as pandas (the official loader) does.
+
+    ``csv`` in strict mode: a field that starts with ``"`` must end with ``"`` on the same line, with
+    inner quotes doubled (the real ``respond "no"`` is written with its quotes doubled inside quotes); a
+    quote anywhere else in a field is plain text. No field may contain a tab or a line break.
+    """
+    if (brk := _LINE_BREAKS.search(text)) is not None:
+        column = _column_name(expected, text.count("\t", 0, brk.start()))
+        raise ValueError(f"{where}: field {column} contains a line break (U+{ord(brk.group()):04X}) "
+                         f"at character {brk.start() + 1} of the line; fields may not contain line breaks")
+    try:
+        row = next(csv.reader([text], delimiter="\t", strict=True))
+    except csv.Error as err:
+        raise ValueError(f'{where}: bad quoting ({err}): a field that starts with " must end with " on the '
+                         'same line, inner quotes doubled (""); a record cannot span lines') from None
+    for i, value in enumerate(row):
+        if "\t" in value:  # only possible inside quotes, which would hide the tab from the field count
+            raise ValueError(f"{where}: field {_column_name(expected, i)} contains a tab (inside quotes); "
+                             f"fields may not contain tabs: {_shorten(value)}")
+    return row
+
+
+def _column_name(expected: tuple[str, ...], index: int) -> str:
+    """``'question'`` for a column of the header, else its 1-based position."""
+    return repr(expected[index]) if index < len(expected) else str(index + 1)
+
+
 def _parse_row(task: str, f: dict[str, str], where: str) -> QARecord:
-    key = _int_field(f, "key", where)
+    key = _int_field(f, "key", where, KEY_MAX)
     for name in ("gif_name", "question", "vid_id"):
         if not f[name].strip():
             raise ValueError(f"{where}: empty {name!r}")
     if task in ("action", "transition"):
-        answer: int | str = _int_field(f, "answer", where)
-        if not 0 <= answer < NUM_CANDIDATES:
-            raise ValueError(f"{where}: answer index {answer} out of range 0..{NUM_CANDIDATES - 1}")
+        answer: int | str = _int_field(f, "answer", where, NUM_CANDIDATES - 1, "answer index")
         candidates = tuple(f[f"a{i}"] for i in range(1, NUM_CANDIDATES + 1))
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer, candidates)
     if task == "count":
-        answer = _int_field(f, "answer", where)
-        if answer < 0:
-            raise ValueError(f"{where}: negative count answer {answer}")
+        answer = _int_field(f, "answer", where, COUNT_MAX, "count answer")
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer)
-    type_index = _int_field(f, "type", where)
-    if not 0 <= type_index < len(FRAMEQA_TYPES):
-        raise ValueError(f"{where}: FrameQA type {type_index} out of range 0..{len(FRAMEQA_TYPES) - 1}")
+    type_index = _int_field(f, "type", where, len(FRAMEQA_TYPES) - 1, "FrameQA type")
     if not f["answer"].strip():
         raise ValueError(f"{where}: empty FrameQA answer")
     return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], f["answer"],
                     answer_type=FRAMEQA_TYPES[type_index])
 
 
-def _int_field(f: dict[str, str], name: str, where: str) -> int:
-    try:
-        return int(f[name])
-    except ValueError:
-        raise ValueError(f"{where}: field {name!r} must be an integer, got {f[name]!r}") from None
+def _int_field(f: dict[str, str], name: str, where: str, maximum: int, what: str | None = None) -> int:
+    """A non-negative integer in 0..maximum written with ASCII digits only.
+
+    ``int()`` alone is too lenient for a data file: it accepts ``1_0``, ``+3``, `` 3`` and non-ASCII
+    digits such as ``３``, none of which the official files contain.
+    """
+    text = f[name]
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{where}: field {name!r} must be an integer written with the digits 0-9 only, "
+                         f"got {_shorten(text)}")
+    # compare lengths first so a huge digit string never reaches int() (which caps at 4300 digits)
+    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+        shown = text if len(text) <= 30 else f"{text[:30]}... ({len(text)} digits)"
+        raise ValueError(f"{where}: {what or f'field {name!r}'} {shown} out of range 0..{maximum}")
+    return int(text)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    """``repr`` of a field for an error message, cut so a huge field cannot flood the terminal."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _check_task(task: str) -> None:
