@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STQA := $(VENV)/bin/stqa
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: all setup build test lint demo model bench proto clean
+.PHONY: all setup build test check-install lint demo model bench proto clean
 
 all: test
 
@@ -30,6 +30,12 @@ build: $(VENV)/.built
 test: $(VENV)/.built
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q tests
+	$(PY) scripts/check_install.py
+
+# A regular install, as a user does it: sdist -> wheel from the sdist -> fresh virtualenv -> the CLI from
+# outside the tree (scripts/check_install.py says what it checks). About a minute.
+check-install: $(VENV)/.built
+	$(PY) scripts/check_install.py
 
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check .

@@ -14,7 +14,8 @@ _LAZY_SUBMODULES = ("ops", "nn")
 
 
 def build_info() -> dict:
-    """How the compiled extension was built (version, compilers, CUDA on/off, OpenMP)."""
+    """How the compiled extension was built: version, the torch it was built against, compilers, CUDA
+    on/off, OpenMP, the CPU kernel ISA in use. Check this after an install to see what you got."""
     from stqa import _C
 
     return dict(_C.build_info())
@@ -28,5 +29,9 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"stqa.{name}")
     if name == "__version__":
+        # One version, written once: [project] version in pyproject.toml. scikit-build-core puts it in the
+        # package metadata and hands it to CMake (SKBUILD_PROJECT_VERSION_FULL), which compiles it into the
+        # extension; the server reports this __version__. tests/test_version.py and
+        # scripts/check_install.py check they agree.
         return build_info()["version"]
     raise AttributeError(f"module 'stqa' has no attribute {name!r}")
