@@ -527,3 +527,44 @@ def test_backward_with_misaligned_and_non_contiguous_inputs(device, score):
     for a, b in zip(ins, refs, strict=True):
         if a is not None:
             assert rel_err(a.grad, b.grad) <= 1e-5
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_autocast_rule_promotes_mixed_dtypes(device):
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+    values, keys, query, weight, mask = make_inputs(2, 3, 7, 16, 8, "additive", device=device)
+    keys_low = keys.to(low).requires_grad_()  # what a projection returns under autocast
+    with torch.autocast(device, dtype=low):
+        pooled, weights = attention_pool(values, keys_low, query, weight, mask)
+        raw = torch.ops.stqa.attention_pool(values, keys_low, query, weight, mask, "additive", 1.0)
+        ref, _ = attention_pool(values, keys_low, query, weight, mask, impl="reference")
+    assert pooled.dtype == weights.dtype == raw[0].dtype == torch.float32
+    assert ref.shape == pooled.shape
+    want = attention_pool(values, keys_low.detach().float(), query, weight, mask)
+    for a, b in zip((pooled, weights), want, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(raw[0], pooled, atol=0, rtol=0)
+    pooled.sum().backward()
+    assert keys_low.grad.dtype == low and torch.isfinite(keys_low.grad).all()
+    # all inputs in the low dtype stay there (the rule only promotes)
+    with torch.autocast(device, dtype=low):
+        p, _ = attention_pool(values.to(low), keys_low.detach(), query.to(low), weight.to(low), mask)
+    assert p.dtype == low
+    # outside autocast, mixed dtypes are still refused
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        attention_pool(values, keys_low, query, weight, mask)
+
+
+def test_autocast_rule_under_torch_compile():
+    torch._dynamo.reset()
+    values, keys, query, weight, mask = make_inputs(2, 3, 7, 16, 8, "additive")
+
+    def fn(values, keys, query, weight, mask):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return attention_pool(values, torch.nn.functional.linear(keys, torch.eye(8)), query, weight, mask)
+
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(values, keys, query, weight, mask)
+    want = fn(values, keys, query, weight, mask)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b)
