@@ -1,8 +1,10 @@
 // Schemas of the fused attention-pooling ops and their dispatcher entry points (torchvision style):
 // the kernels live in cpu/ and cuda/, fake kernels and autograd in stqa/ops/_meta.py.
 #include "attention_pool.h"
+#include "attention_pool_launch.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 namespace stqa::ops {
@@ -110,6 +112,65 @@ void check_backward_inputs(
                     "grad_pooled and grad_weights must have the dtype of values (", values.scalar_type(), ")");
   TORCH_CHECK_VALUE(grad_pooled.device() == values.device() && grad_weights.device() == values.device(),
                     "grad_pooled and grad_weights must be on the device of values");
+}
+
+namespace {
+std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+}  // namespace
+
+ForwardLaunch::ForwardLaunch(const at::Tensor& values_in, const at::Tensor& keys_in, const at::Tensor& query_in,
+                             const std::optional<at::Tensor>& weight_in, const std::optional<at::Tensor>& mask_in,
+                             c10::string_view score, double scale_in)
+    : mode(parse_score_mode(score)), scale(scale_in) {
+  check_inputs(values_in, keys_in, query_in, weight_in, mask_in, mode);
+  B = values_in.size(0), R = values_in.size(1), L = values_in.size(2), C = values_in.size(3);
+  K = keys_in.size(3);
+  rows = B * R;
+  values = values_in, keys = keys_in, query = query_in, weight = weight_in, mask = mask_in;
+}
+
+void ForwardLaunch::allocate() {
+  values = values.contiguous(), keys = keys.contiguous(), query = query.contiguous();
+  weight = contiguous(weight), mask = contiguous(mask);
+  pooled = at::empty({B, R, C}, values.options());
+  weights = at::empty({B, R, L}, values.options());
+}
+
+BackwardLaunch::BackwardLaunch(const at::Tensor& grad_pooled_in, const at::Tensor& grad_weights_in,
+                               const at::Tensor& values_in, const at::Tensor& keys_in, const at::Tensor& query_in,
+                               const std::optional<at::Tensor>& weight_in, const std::optional<at::Tensor>& mask_in,
+                               c10::string_view score, double scale_in, std::array<bool, 4> output_mask)
+    : mode(parse_score_mode(score)), scale(scale_in), want(output_mask) {
+  check_backward_inputs(grad_pooled_in, grad_weights_in, values_in, keys_in, query_in, weight_in, mask_in, mode);
+  want[3] = want[3] && weight_in.has_value();
+  B = values_in.size(0), R = values_in.size(1), L = values_in.size(2), C = values_in.size(3);
+  K = keys_in.size(3);
+  rows = B * R;
+  grad_pooled = grad_pooled_in, grad_weights = grad_weights_in;
+  values = values_in, keys = keys_in, query = query_in, weight = weight_in, mask = mask_in;
+}
+
+void BackwardLaunch::allocate() {
+  values = values.contiguous(), keys = keys.contiguous(), query = query.contiguous();
+  grad_pooled = grad_pooled.contiguous(), grad_weights = grad_weights.contiguous();
+  weight = contiguous(weight), mask = contiguous(mask);
+  const auto opts = values.options();
+  const auto acc_opts = opts.dtype(values.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  grad_values = want[0] ? at::empty(values.sizes(), opts) : at::empty({0}, opts);
+  grad_keys = want[1] ? at::empty(keys.sizes(), opts) : at::empty({0}, opts);
+  query_partial = want[2] ? at::empty({rows, K}, acc_opts) : at::Tensor();
+  weight_partial = want[3] ? at::empty({rows, K}, acc_opts) : at::Tensor();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> BackwardLaunch::finish() const {
+  // Per-row partials -> per-batch-item / global sums (tiny: [rows, K]).
+  const auto opts = values.options();
+  at::Tensor grad_query =
+      want[2] ? query_partial.view({B, R, K}).sum(1).to(values.scalar_type()) : at::empty({0}, opts);
+  at::Tensor grad_weight = want[3] ? weight_partial.sum(0).to(values.scalar_type()) : at::empty({0}, opts);
+  return {grad_values, grad_keys, grad_query, grad_weight};
 }
 
 }  // namespace detail

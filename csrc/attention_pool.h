@@ -1,6 +1,8 @@
 // C++ entry points of the fused attention-pooling op (schema and dispatch in attention_pool.cpp).
 #pragma once
 
+#include "attention_pool_params.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/string_view.h>
 
@@ -11,14 +13,8 @@
 
 namespace stqa::ops {
 
-// Score modes of the `str score` schema argument.
-enum class ScoreMode : int { kAdditive = 0, kDot = 1, kCosine = 2 };
-
 // Parses "additive" | "dot" | "cosine"; throws c10::Error naming the argument otherwise.
 ScoreMode parse_score_mode(std::string_view score);
-
-// Norms below this are clamped in cosine scores (as torch.nn.functional.cosine_similarity does).
-inline constexpr double kCosineEps = 1e-8;
 
 // (pooled [B,R,C], weights [B,R,L]); see stqa/ops/attention_pool.py for the semantics.
 std::tuple<at::Tensor, at::Tensor> attention_pool(

@@ -17,7 +17,11 @@ SCORES = ["additive", "dot", "cosine"]
 
 
 def make_inputs(B, R, L, C, K, score, dtype=torch.float32, mask="random", seed=0, device="cpu"):
-    """Fresh random inputs (never zeros); mask: None | "random" | "holes" (random + fully masked rows)."""
+    """Fresh random inputs (never zeros); mask: None | "random" | "holes" (random + fully masked rows).
+
+    Every row has a valid position except the "holes": at most a third of the rows (none below 3 rows),
+    so that a comparison always sees real outputs and gradients in most rows (asserted).
+    """
     g = torch.Generator().manual_seed(seed)
     values = torch.randn(B, R, L, C, generator=g, dtype=torch.float64)
     keys = torch.randn(B, R, L, K, generator=g, dtype=torch.float64)
@@ -26,13 +30,25 @@ def make_inputs(B, R, L, C, K, score, dtype=torch.float32, mask="random", seed=0
     m = None
     if mask is not None:
         m = torch.rand(B, R, L, generator=g) > 0.35
-        m[..., 0] |= torch.rand(B, R, generator=g) > 0.5  # vary where the first valid position is
+        if L > 0:
+            m[..., 0] |= torch.rand(B, R, generator=g) > 0.5  # vary where the first valid position is
+            # a row the draw left empty gets one valid position, at a random place
+            flat = m.view(B * R, L)
+            empty = (~flat.any(-1)).nonzero().flatten()
+            flat[empty, torch.randint(L, (len(empty),), generator=g)] = True
         if mask == "holes":
-            m[0, 0] = False
-            if B > 1:
-                m[-1, -1] = False
+            for b, r in [(0, 0), (B - 1, R - 1)][: (B * R) // 3]:
+                m[b, r] = False
+        if B * R > 0 and L > 0:
+            assert 2 * int(m.any(-1).sum()) > B * R, "most rows must have a valid position"
     cast = [t.to(device=device, dtype=dtype) if t is not None else None for t in (values, keys, query, weight)]
     return (*cast, None if m is None else m.to(device))
+
+
+def cpu_and_cuda():
+    """The devices an op test runs on (torchvision's pattern): CUDA only where there is one."""
+    return ("cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device")]))
 
 
 def scale_for(score):
@@ -380,3 +396,175 @@ def test_nan_inputs_propagate_instead_of_vanishing(score):
     others = torch.ones(2, 2, dtype=torch.bool)
     others[0, 1] = False
     assert torch.isfinite(weights[others]).all() and torch.isfinite(pooled[others]).all()
+
+
+# --- Paths the CPU and CUDA kernels share, on every device present --------------------------------------
+
+
+def _grads_both(inputs, score, wanted, use, device):
+    """Fused vs fp64 reference: outputs and the gradients of the inputs flagged in `wanted`, with the loss
+    built from the outputs named in `use` ("pooled", "weights" or both)."""
+    values, keys, query, weight, mask = inputs
+    results = []
+    for impl in ("fused", "reference"):
+        dtype = None if impl == "fused" else torch.float64
+        ins = [None if t is None else t.detach().to(dtype or t.dtype).requires_grad_(w)
+               for t, w in zip((values, keys, query, weight), wanted, strict=True)]
+        pooled, weights = attention_pool(*ins, mask=mask, score=score, scale=scale_for(score), impl=impl)
+        g = torch.Generator().manual_seed(3)
+        loss = 0
+        if "pooled" in use:
+            loss = loss + (pooled.double() * torch.randn(pooled.shape, generator=g, dtype=torch.float64).to(device)).sum()
+        if "weights" in use:
+            loss = loss + (weights.double() * torch.randn(weights.shape, generator=g, dtype=torch.float64).to(device)).sum()
+        if torch.is_tensor(loss) and loss.requires_grad:  # the reference's weights do not depend on values
+            loss.backward()
+        grads = [None if t is None or not t.requires_grad else (t.grad if t.grad is not None else torch.zeros_like(t))
+                 for t in ins]
+        results.append(([pooled, weights], grads))
+    return results
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("score", SCORES)
+def test_gradcheck_fp64_vector_path(device, score):
+    # C and K even: the CUDA kernels take their 16-byte (2 x fp64) path; gradcheck above uses K = 3 (scalar)
+    values, keys, query, weight, m = make_inputs(2, 3, 5, 4, 6, score, dtype=torch.float64, device=device)
+    tensors = [t.requires_grad_() for t in (values, keys, query, weight) if t is not None]
+
+    def fn(*ts):
+        w = ts[3] if score == "additive" else None
+        return attention_pool(ts[0], ts[1], ts[2], w, m, score=score, scale=scale_for(score))
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("wanted", [(True, False, False, False), (False, True, False, False),
+                                    (False, False, True, False), (False, False, False, True),
+                                    (False, True, True, True), (True, False, True, False)])
+@pytest.mark.parametrize("use", [("pooled",), ("weights",), ("pooled", "weights")])
+def test_partial_gradient_requests(device, wanted, use):
+    inputs = make_inputs(2, 3, 9, 16, 8, "additive", dtype=torch.float32, mask="holes", device=device)
+    (f_out, f_grads), (r_out, r_grads) = _grads_both(inputs, "additive", wanted, use, device)
+    for a, b, w in zip(f_grads, r_grads, wanted, strict=True):
+        if not w:
+            assert a is None
+        else:
+            assert rel_err(a, b) <= 1e-5
+    if wanted[0] and use == ("weights",):
+        assert torch.all(f_grads[0] == 0)  # pooled unused: values get exact zeros
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("L,dtype", [(1500, torch.float32), (4000, torch.float32), (2000, torch.float64)])
+@pytest.mark.parametrize("score", ["additive", "cosine"])
+def test_rows_longer_than_the_old_cuda_cap(device, L, dtype, score):
+    # the CUDA kernel capped L at 1024; now its limit comes from shared memory (4000 fp32 and 2000 fp64
+    # need more than the default 48 KiB); the CPU kernel has no limit
+    inputs = make_inputs(1, 3, L, 8, 8, score, dtype=dtype, mask="holes", device=device)
+    (f_out, f_grads), (r_out, r_grads) = _grads_both(inputs, score, (True, True, True, True), ("pooled", "weights"),
+                                                     device)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    for a, b in zip(f_out + [t for t in f_grads if t is not None], r_out + [t for t in r_grads if t is not None],
+                    strict=True):
+        assert rel_err(a, b) <= tol
+
+
+ZERO_SHAPES = [(0, 3, 4, 5, 6), (2, 0, 4, 5, 6), (2, 3, 0, 5, 6), (2, 3, 4, 0, 6), (2, 3, 4, 5, 0)]
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("shape", ZERO_SHAPES, ids=["B0", "R0", "L0", "C0", "K0"])
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("mask", [None, "random"])
+def test_zero_size_dimensions(device, shape, score, mask):
+    inputs = make_inputs(*shape, score, dtype=torch.float64, mask=mask, device=device)
+    (f_out, f_grads), (r_out, r_grads) = _grads_both(inputs, score, (True, True, True, True), ("pooled", "weights"),
+                                                     device)
+    B, R, L, C, K = shape
+    assert f_out[0].shape == (B, R, C) and f_out[1].shape == (B, R, L)
+    for a, b in zip(f_out + [t for t in f_grads if t is not None], r_out + [t for t in r_grads if t is not None],
+                    strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b.to(a.dtype), atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("score", SCORES)
+def test_backward_with_misaligned_and_non_contiguous_inputs(device, score):
+    B, R, L, C, K = 2, 3, 7, 16, 8
+    values, keys, query, weight, mask = make_inputs(B, R, L, C, K, score, mask="holes", device=device)
+    g = torch.Generator().manual_seed(11)
+    grad_pooled = torch.randn(B, R, C, generator=g).to(device)
+    grad_weights = torch.randn(B, R, L, generator=g).to(device)
+
+    def misaligned(t):  # same values at a storage offset of one element: not 16-byte aligned
+        return torch.empty(t.numel() + 1, dtype=t.dtype, device=device)[1:].view_as(t).copy_(t)
+
+    odd = dict(
+        grad_pooled=grad_pooled.transpose(0, 1).contiguous().transpose(0, 1),  # permuted strides
+        grad_weights=grad_weights.repeat_interleave(2, -1)[..., ::2],  # every other element of a copy
+        values=misaligned(values), keys=misaligned(keys), query=misaligned(query),
+        weight=None if weight is None else misaligned(weight),
+    )
+    assert not odd["grad_pooled"].is_contiguous() and not odd["grad_weights"].is_contiguous()
+    assert odd["values"].data_ptr() % 16 != 0
+    want_mask = [True, True, True, weight is not None]
+    plain = torch.ops.stqa.attention_pool_backward(grad_pooled, grad_weights, values, keys, query, weight, mask,
+                                                   score, scale_for(score), want_mask)
+    got = torch.ops.stqa.attention_pool_backward(odd["grad_pooled"], odd["grad_weights"], odd["values"], odd["keys"],
+                                                 odd["query"], odd["weight"], mask, score, scale_for(score), want_mask)
+    for a, b in zip(got, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # and through autograd, where sum() hands the backward a stride-0 (expanded) grad_pooled
+    ins = [None if t is None else t.detach().clone().requires_grad_() for t in (values, keys, query, weight)]
+    pooled, _ = attention_pool(*ins, mask=mask, score=score, scale=scale_for(score))
+    pooled.sum().backward()
+    refs = [None if t is None else t.detach().double().requires_grad_() for t in (values, keys, query, weight)]
+    pooled_ref, _ = attention_pool(*refs, mask=mask, score=score, scale=scale_for(score), impl="reference")
+    pooled_ref.sum().backward()
+    for a, b in zip(ins, refs, strict=True):
+        if a is not None:
+            assert rel_err(a.grad, b.grad) <= 1e-5
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_autocast_rule_promotes_mixed_dtypes(device):
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+    values, keys, query, weight, mask = make_inputs(2, 3, 7, 16, 8, "additive", device=device)
+    keys_low = keys.to(low).requires_grad_()  # what a projection returns under autocast
+    with torch.autocast(device, dtype=low):
+        pooled, weights = attention_pool(values, keys_low, query, weight, mask)
+        raw = torch.ops.stqa.attention_pool(values, keys_low, query, weight, mask, "additive", 1.0)
+        ref, _ = attention_pool(values, keys_low, query, weight, mask, impl="reference")
+    assert pooled.dtype == weights.dtype == raw[0].dtype == torch.float32
+    assert ref.shape == pooled.shape
+    want = attention_pool(values, keys_low.detach().float(), query, weight, mask)
+    for a, b in zip((pooled, weights), want, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(raw[0], pooled, atol=0, rtol=0)
+    pooled.sum().backward()
+    assert keys_low.grad.dtype == low and torch.isfinite(keys_low.grad).all()
+    # all inputs in the low dtype stay there (the rule only promotes)
+    with torch.autocast(device, dtype=low):
+        p, _ = attention_pool(values.to(low), keys_low.detach(), query.to(low), weight.to(low), mask)
+    assert p.dtype == low
+    # outside autocast, mixed dtypes are still refused
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        attention_pool(values, keys_low, query, weight, mask)
+
+
+def test_autocast_rule_under_torch_compile():
+    torch._dynamo.reset()
+    values, keys, query, weight, mask = make_inputs(2, 3, 7, 16, 8, "additive")
+
+    def fn(values, keys, query, weight, mask):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return attention_pool(values, torch.nn.functional.linear(keys, torch.eye(8)), query, weight, mask)
+
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(values, keys, query, weight, mask)
+    want = fn(values, keys, query, weight, mask)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b)

@@ -51,9 +51,10 @@ def rel_err(a, b):
 
 
 # C, K multiples of 8 take the 16-byte path; 37/19 and 4099/19 take the scalar fallback. Few rows
-# with a wide C (the last two) split C across blocks in the forward kernel.
-@pytest.mark.parametrize("shape", [(2, 3, 49, 64, 32), (1, 1, 35, 1024, 64), (3, 2, 7, 37, 19), (2, 2, 100, 8, 8),
-                                   (1, 2, 49, 4160, 32), (1, 1, 9, 4099, 19)])
+# with a wide C (the last three) split C across blocks in the forward kernel. make_inputs leaves a valid
+# position in most rows (a single-row case with "holes" once compared all-zero outputs).
+@pytest.mark.parametrize("shape", [(2, 3, 49, 64, 32), (1, 3, 35, 1024, 64), (3, 2, 7, 37, 19), (2, 2, 100, 8, 8),
+                                   (1, 2, 49, 4160, 32), (1, 3, 9, 4099, 19)])
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 1e-2)])
 def test_cuda_parity_with_reference(shape, score, dtype, tol):
@@ -61,6 +62,8 @@ def test_cuda_parity_with_reference(shape, score, dtype, tol):
     inputs = make_inputs(*shape, score, dtype)
     got = forward_backward(inputs, score, "fused", dtype)
     want = forward_backward(inputs, score, "reference", torch.float64)
+    nonzero_rows = want[0].abs().amax(-1) > 0
+    assert 2 * int(nonzero_rows.sum()) > nonzero_rows.numel(), "the comparison must see real outputs"
     for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype and a.is_cuda
         assert rel_err(a, b) <= tol
@@ -121,3 +124,33 @@ def test_cuda_device_mismatch_is_reported():
     values, keys, query, weight, mask = make_inputs(1, 1, 4, 8, 8, "additive", torch.float32)
     with pytest.raises(ValueError, match="device mismatch"):
         attention_pool(values, keys, query.cpu(), weight, mask)
+
+
+def test_cuda_rows_beyond_the_shared_memory_limit_are_refused():
+    _require_cuda_build()
+    props = torch.cuda.get_device_properties(0)
+    smem = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+    limit = (smem - 8) // 17  # fp32: 4 floats + 1 flag byte per position, 2 floats per row
+    for L, ok in ((limit, True), (limit + 1, False)):
+        values, keys, query, weight, _ = make_inputs(1, 1, L, 8, 8, "additive", torch.float32, mask=None)
+        if ok:
+            pooled, weights = attention_pool(values, keys, query, weight)
+            torch.testing.assert_close(weights.sum(), torch.tensor(1.0, device="cuda"))
+        else:
+            with pytest.raises(ValueError, match=f"L = {L} positions exceed the CUDA kernel's limit of {limit}"):
+                attention_pool(values, keys, query, weight)
+    # the CPU kernel takes the same shape
+    pooled, _ = attention_pool(values.cpu(), keys.cpu(), query.cpu(), weight.cpu())
+    assert torch.isfinite(pooled).all()
+
+
+def test_cuda_launch_errors_are_raised_not_swallowed():
+    _require_cuda_build()
+    # B * R = 2^31 rows: one more block than the grid takes; the launcher refuses it before allocating
+    # (zero-size C, K and L keep every tensor empty)
+    B, R = 2**16, 2**15
+    values = torch.empty(B, R, 0, 0, device="cuda")
+    keys = torch.empty(B, R, 0, 0, device="cuda")
+    query = torch.empty(B, 0, device="cuda")
+    with pytest.raises(ValueError, match="rows exceed the CUDA kernel's limit"):
+        torch.ops.stqa.attention_pool(values, keys, query, None, None, "dot", 1.0)

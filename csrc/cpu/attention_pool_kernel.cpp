@@ -1,13 +1,13 @@
 // CPU kernels of stqa::attention_pool and stqa::attention_pool_backward: checks, allocation, dtype
 // dispatch, at::parallel_for over rows, and the choice of the ISA variant of the row kernels.
 #include "attention_pool.h"
+#include "attention_pool_launch.h"
 #include "cpu/attention_pool_rows.h"
 #include "cpu/capability.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
@@ -72,22 +72,6 @@ struct KernelType<c10::BFloat16> {
 };
 static_assert(sizeof(bf16) == sizeof(c10::BFloat16) && alignof(bf16) == alignof(c10::BFloat16));
 
-template <typename T>
-auto* ptr(const at::Tensor& t) {
-  using K = typename KernelType<T>::type;
-  return reinterpret_cast<const K*>(t.const_data_ptr<T>());
-}
-template <typename T>
-auto* mut_ptr(at::Tensor& t) {
-  using K = typename KernelType<T>::type;
-  return reinterpret_cast<K*>(t.mutable_data_ptr<T>());
-}
-template <typename T>
-auto* opt_ptr(const std::optional<at::Tensor>& t) {
-  using K = typename KernelType<T>::type;
-  return t.has_value() ? ptr<T>(*t) : static_cast<const K*>(nullptr);
-}
-
 template <typename K>
 auto forward_fn() {
   if constexpr (std::is_same_v<K, float>) return kernels().forward_f32;
@@ -132,96 +116,57 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
 std::tuple<at::Tensor, at::Tensor> attention_pool_cpu(
-    const at::Tensor& values_in,
-    const at::Tensor& keys_in,
-    const at::Tensor& query_in,
-    const std::optional<at::Tensor>& weight_in,
-    const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
     c10::string_view score,
     double scale) {
-  const auto mode = ops::parse_score_mode(score);
-  ops::detail::check_inputs(values_in, keys_in, query_in, weight_in, mask_in, mode);
-  check_cpu(values_in, "stqa::attention_pool");
-  const auto values = values_in.contiguous(), keys = keys_in.contiguous(), query = query_in.contiguous();
-  const auto weight = contiguous(weight_in), mask = contiguous(mask_in);
-  const int64_t B = values.size(0), R = values.size(1), L = values.size(2), C = values.size(3), K = keys.size(3);
-  auto pooled = at::empty({B, R, C}, values.options());
-  auto weights = at::empty({B, R, L}, values.options());
-  advise_huge_pages(pooled);
-  const int64_t rows = B * R;
-  if (rows == 0) return {pooled, weights};
+  ops::detail::ForwardLaunch launch(values, keys, query, weight, mask, score, scale);
+  check_cpu(launch.values, "stqa::attention_pool");
+  launch.allocate();
+  advise_huge_pages(launch.pooled);
+  if (launch.rows == 0) return launch.outputs();
 
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "stqa::attention_pool", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, launch.values.scalar_type(), "stqa::attention_pool", [&] {
     using K_t = typename KernelType<scalar_t>::type;
-    ForwardArgs<K_t> args{ptr<scalar_t>(values), ptr<scalar_t>(keys), ptr<scalar_t>(query),
-                          opt_ptr<scalar_t>(weight),
-                          mask.has_value() ? mask->const_data_ptr<bool>() : nullptr,
-                          mut_ptr<scalar_t>(pooled), mut_ptr<scalar_t>(weights),
-                          R, L, C, K, static_cast<int>(mode), scale};
+    const auto prm = launch.params<K_t, scalar_t>();
     const auto fn = forward_fn<K_t>();
-    at::parallel_for(0, rows, grain(L, C, K), [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+    at::parallel_for(0, launch.rows, grain(launch.L, launch.C, launch.K),
+                     [&](int64_t begin, int64_t end) { fn(prm, begin, end); });
   });
-  return {pooled, weights};
+  return launch.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_backward_cpu(
-    const at::Tensor& grad_pooled_in,
-    const at::Tensor& grad_weights_in,
-    const at::Tensor& values_in,
-    const at::Tensor& keys_in,
-    const at::Tensor& query_in,
-    const std::optional<at::Tensor>& weight_in,
-    const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& grad_pooled,
+    const at::Tensor& grad_weights,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
     c10::string_view score,
     double scale,
     std::array<bool, 4> output_mask) {
-  const auto mode = ops::parse_score_mode(score);
-  ops::detail::check_backward_inputs(grad_pooled_in, grad_weights_in, values_in, keys_in, query_in, weight_in,
-                                     mask_in, mode);
-  check_cpu(values_in, "stqa::attention_pool_backward");
-  const int64_t B = values_in.size(0), R = values_in.size(1), L = values_in.size(2), C = values_in.size(3),
-                K = keys_in.size(3);
-  const auto values = values_in.contiguous(), keys = keys_in.contiguous(), query = query_in.contiguous();
-  const auto grad_pooled = grad_pooled_in.contiguous(), grad_weights = grad_weights_in.contiguous();
-  const auto weight = contiguous(weight_in), mask = contiguous(mask_in);
-  const bool want_weight = output_mask[3] && weight.has_value();
-
-  const auto opts = values.options();
-  const auto acc_opts = opts.dtype(values.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  const int64_t rows = B * R;
-  auto grad_values = output_mask[0] ? at::empty(values.sizes(), opts) : at::empty({0}, opts);
-  auto grad_keys = output_mask[1] ? at::empty(keys.sizes(), opts) : at::empty({0}, opts);
-  at::Tensor query_partial = output_mask[2] ? at::empty({rows, K}, acc_opts) : at::Tensor();
-  at::Tensor weight_partial = want_weight ? at::empty({rows, K}, acc_opts) : at::Tensor();
-  advise_huge_pages(grad_values);
-  advise_huge_pages(grad_keys);
-
-  if (rows > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, values.scalar_type(), "stqa::attention_pool_backward", [&] {
+  ops::detail::BackwardLaunch launch(grad_pooled, grad_weights, values, keys, query, weight, mask, score, scale,
+                                     output_mask);
+  check_cpu(launch.values, "stqa::attention_pool_backward");
+  launch.allocate();
+  advise_huge_pages(launch.grad_values);
+  advise_huge_pages(launch.grad_keys);
+  if (launch.rows > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, launch.values.scalar_type(), "stqa::attention_pool_backward", [&] {
       using K_t = typename KernelType<scalar_t>::type;
-      using A = acc_t<K_t>;
-      BackwardArgs<K_t> args{ptr<scalar_t>(grad_pooled), ptr<scalar_t>(grad_weights), ptr<scalar_t>(values),
-                             ptr<scalar_t>(keys), ptr<scalar_t>(query), opt_ptr<scalar_t>(weight),
-                             mask.has_value() ? mask->const_data_ptr<bool>() : nullptr,
-                             output_mask[0] ? mut_ptr<scalar_t>(grad_values) : nullptr,
-                             output_mask[1] ? mut_ptr<scalar_t>(grad_keys) : nullptr,
-                             query_partial.defined() ? query_partial.mutable_data_ptr<A>() : nullptr,
-                             weight_partial.defined() ? weight_partial.mutable_data_ptr<A>() : nullptr,
-                             R, L, C, K, static_cast<int>(mode), scale};
+      const auto prm = launch.params<K_t, scalar_t>();
       const auto fn = backward_fn<K_t>();
-      at::parallel_for(0, rows, grain(L, C, K), [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+      at::parallel_for(0, launch.rows, grain(launch.L, launch.C, launch.K),
+                       [&](int64_t begin, int64_t end) { fn(prm, begin, end); });
     });
   }
-  // Per-row partials -> per-batch-item / global sums (tiny: [rows, K]).
-  at::Tensor grad_query = output_mask[2] ? query_partial.view({B, R, K}).sum(1).to(values.scalar_type())
-                                         : at::empty({0}, opts);
-  at::Tensor grad_weight = want_weight ? weight_partial.sum(0).to(values.scalar_type()) : at::empty({0}, opts);
-  return {grad_values, grad_keys, grad_query, grad_weight};
+  return launch.finish();
 }
 
 }  // namespace

@@ -21,6 +21,8 @@
 #include <limits>
 #include <vector>
 
+#include "attention_pool_params.h"
+
 #define STQA_INLINE inline __attribute__((always_inline))
 
 namespace stqa::cpu {
@@ -30,51 +32,11 @@ struct bf16 {
   uint16_t bits;
 };
 
-enum Score : int { kAdditive = 0, kDot = 1, kCosine = 2 };
-inline constexpr double kCosineEps = 1e-8;
-
-template <typename T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-template <typename T>
-using acc_t = typename AccOf<T>::type;
-
-template <typename T>
-struct ForwardArgs {
-  const T* values;  // [rows, L, C]
-  const T* keys;    // [rows, L, K]
-  const T* query;   // [B, K], row r of batch item b uses query[b]
-  const T* weight;  // [K] (additive) or null
-  const bool* mask;  // [rows, L] or null
-  T* pooled;        // [rows, C]
-  T* weights;       // [rows, L]
-  int64_t R, L, C, K;
-  int score;
-  double scale;
-};
-
-template <typename T>
-struct BackwardArgs {
-  const T* grad_pooled;   // [rows, C]
-  const T* grad_weights;  // [rows, L]
-  const T* values;
-  const T* keys;
-  const T* query;
-  const T* weight;
-  const bool* mask;
-  T* grad_values;               // [rows, L, C] or null (not wanted)
-  T* grad_keys;                 // [rows, L, K] or null
-  acc_t<T>* query_partial;      // [rows, K] per-row d(query) or null
-  acc_t<T>* weight_partial;     // [rows, K] per-row d(weight) or null
-  int64_t R, L, C, K;
-  int score;
-  double scale;
-};
+using ops::acc_t;
+using ops::BackwardParams;
+using ops::ForwardParams;
+using ops::kCosineEps;
+using ops::ScoreMode;
 
 // Everything below is compiled per ISA: it lives in a per-ISA namespace so that the variants
 // never merge at link time (one definition per ISA, no ODR clash).
@@ -166,13 +128,13 @@ STQA_INLINE acc_t<T> load_query(const T* __restrict q_in, const T* __restrict w_
 // (before `scale`) in `cosine`. Invalid positions are skipped.
 template <typename T>
 void row_scores(const T* __restrict keys, const bool* __restrict mask, const acc_t<T>* __restrict q,
-                const acc_t<T>* __restrict w, acc_t<T> q_norm, int score, acc_t<T> scale, int64_t L, int64_t K, acc_t<T>* __restrict s,
+                const acc_t<T>* __restrict w, acc_t<T> q_norm, ScoreMode score, acc_t<T> scale, int64_t L, int64_t K, acc_t<T>* __restrict s,
                 acc_t<T>* __restrict tanh_keys, acc_t<T>* __restrict key_norm, acc_t<T>* __restrict cosine) {
   using A = acc_t<T>;
   for (int64_t l = 0; l < L; ++l) {
     if (mask != nullptr && !mask[l]) continue;
     const T* __restrict key = keys + l * K;
-    if (score == kAdditive) {
+    if (score == ScoreMode::kAdditive) {
       A acc = 0;
       if (tanh_keys != nullptr) {
         A* __restrict t = tanh_keys + l * K;
@@ -186,7 +148,7 @@ void row_scores(const T* __restrict keys, const bool* __restrict mask, const acc
         for (int64_t k = 0; k < K; ++k) acc += w[k] * tanh_acc(to_acc(key[k]) + q[k]);
       }
       s[l] = acc;
-    } else if (score == kDot) {
+    } else if (score == ScoreMode::kDot) {
       A acc = 0;
 #pragma omp simd reduction(+ : acc)
       for (int64_t k = 0; k < K; ++k) acc += to_acc(key[k]) * q[k];
@@ -252,7 +214,7 @@ STQA_INLINE void zero_row(T* out, int64_t n) {
 }  // namespace detail
 
 template <typename T>
-void forward_rows(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
+void forward_rows(const ForwardParams<T>& a, int64_t begin, int64_t end) {
   using A = acc_t<T>;
   const int64_t L = a.L, C = a.C, K = a.K;
   detail::Scratch<A> sc;
@@ -312,7 +274,7 @@ void forward_rows(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
 }
 
 template <typename T>
-void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
+void backward_rows(const BackwardParams<T>& a, int64_t begin, int64_t end) {
   using A = acc_t<T>;
   const int64_t L = a.L, C = a.C, K = a.K;
   const bool need_score_grad = a.grad_keys != nullptr || a.query_partial != nullptr || a.weight_partial != nullptr;
@@ -326,7 +288,7 @@ void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
   sc.row_c.resize(C);
   sc.row_k0.resize(K);
   sc.row_k1.resize(K);
-  if (a.score == kAdditive && need_score_grad) sc.tanh_keys.resize(L * K);
+  if (a.score == ScoreMode::kAdditive && need_score_grad) sc.tanh_keys.resize(L * K);
   A* __restrict q = sc.query.data();
   A* __restrict w = sc.weight.data();
   A* __restrict p = sc.scores.data();     // scores, then softmax weights
@@ -404,7 +366,7 @@ void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
       }
       const A ds = g[l];
       const T* __restrict key = keys + l * K;
-      if (a.score == kAdditive) {
+      if (a.score == ScoreMode::kAdditive) {
         const A* __restrict t = tk + l * K;
         if (dk != nullptr) {
 #pragma omp simd
@@ -421,7 +383,7 @@ void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
             dw[k] += ds * t[k];
           }
         }
-      } else if (a.score == kDot) {
+      } else if (a.score == ScoreMode::kDot) {
         const A f = ds * scale;
         if (dk != nullptr) {
 #pragma omp simd
@@ -444,7 +406,7 @@ void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
         cos_coef += f * cosine[l];
       }
     }
-    if (a.score == kCosine && q_norm > eps) {
+    if (a.score == ScoreMode::kCosine && q_norm > eps) {
       const A fq = cos_coef / (q_norm * q_norm);
 #pragma omp simd
       for (int64_t k = 0; k < K; ++k) dq[k] -= fq * q[k];
@@ -460,12 +422,12 @@ void backward_rows(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
 // The entry points of one ISA variant (see cpu/isa/attention_pool_rows.cc).
 struct KernelTable {
   const char* isa;
-  void (*forward_f32)(const ForwardArgs<float>&, int64_t, int64_t);
-  void (*forward_f64)(const ForwardArgs<double>&, int64_t, int64_t);
-  void (*forward_bf16)(const ForwardArgs<bf16>&, int64_t, int64_t);
-  void (*backward_f32)(const BackwardArgs<float>&, int64_t, int64_t);
-  void (*backward_f64)(const BackwardArgs<double>&, int64_t, int64_t);
-  void (*backward_bf16)(const BackwardArgs<bf16>&, int64_t, int64_t);
+  void (*forward_f32)(const ForwardParams<float>&, int64_t, int64_t);
+  void (*forward_f64)(const ForwardParams<double>&, int64_t, int64_t);
+  void (*forward_bf16)(const ForwardParams<bf16>&, int64_t, int64_t);
+  void (*backward_f32)(const BackwardParams<float>&, int64_t, int64_t);
+  void (*backward_f64)(const BackwardParams<double>&, int64_t, int64_t);
+  void (*backward_bf16)(const BackwardParams<bf16>&, int64_t, int64_t);
 };
 
 namespace generic {

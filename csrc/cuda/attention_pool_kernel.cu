@@ -1,19 +1,24 @@
 // CUDA launchers of stqa::attention_pool and stqa::attention_pool_backward (TORCH_LIBRARY_IMPL CUDA):
-// checks, device guard, current stream, dtype dispatch; the kernels are in attention_pool_kernels.cuh.
+// device checks and limits, device guard, current stream, dtype dispatch, launch error checks; the
+// shared set-up is attention_pool_launch.h, the kernels attention_pool_kernels.cuh.
 #include "attention_pool.h"
+#include "attention_pool_launch.h"
 #include "cuda/attention_pool_kernels.cuh"
 
-#include <c10/cuda/CUDAStream.h>
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <string_view>
+
 namespace stqa::cuda {
 namespace {
 
+// The element type the kernels see for each ATen type (same bits).
 template <typename T>
 struct DeviceType {
   using type = T;
@@ -27,19 +32,6 @@ struct DeviceType<c10::BFloat16> {
   using type = __nv_bfloat16;
 };
 
-template <typename T>
-auto* ptr(const at::Tensor& t) {
-  return reinterpret_cast<const typename DeviceType<T>::type*>(t.const_data_ptr<T>());
-}
-template <typename T>
-auto* mut_ptr(at::Tensor& t) {
-  return reinterpret_cast<typename DeviceType<T>::type*>(t.mutable_data_ptr<T>());
-}
-template <typename T>
-auto* opt_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? ptr<T>(*t) : static_cast<const typename DeviceType<T>::type*>(nullptr);
-}
-
 // The dtypes of the CUDA kernels (double is there for gradcheck, not for speed).
 template <typename F>
 void dispatch_cuda_types(at::ScalarType dt, F&& body) {
@@ -52,98 +44,90 @@ void dispatch_cuda_types(at::ScalarType dt, F&& body) {
   }
 }
 
-std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
-void check_cuda(const at::Tensor& values, int64_t L, std::string_view what) {
+void check_cuda(const at::Tensor& values, std::string_view what) {
   TORCH_CHECK(values.is_cuda(), what, ": expected CUDA tensors, got ", values.device());
   const auto dt = values.scalar_type();
   TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, what,
                     ": the CUDA kernel supports float32, float16, bfloat16 and float64, got ", dt);
-  TORCH_CHECK_VALUE(L <= kMaxPositions, what, ": the CUDA kernel supports L <= ", kMaxPositions, ", got ", L);
+}
+
+// The current device's limits (call under the device guard).
+DeviceLimits device_limits() {
+  const int device = c10::cuda::current_device();
+  int sms = 0, smem = 0, grid_x = 0, grid_y = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&grid_x, cudaDevAttrMaxGridDimX, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&grid_y, cudaDevAttrMaxGridDimY, device));
+  return DeviceLimits{sms, smem, grid_x, grid_y};
+}
+
+// Refuses, before anything is allocated, a call this device cannot run, naming the limit.
+void check_limits(int64_t rows, int64_t L, at::ScalarType dt, const DeviceLimits& limits, std::string_view what) {
+  const bool wide = dt == at::kDouble;
+  const auto check = wide ? check_launch<double>(rows, L, limits) : check_launch<float>(rows, L, limits);
+  TORCH_CHECK_VALUE(check != LaunchCheck::kTooManyRows, what, ": B * R = ", rows,
+                    " rows exceed the CUDA kernel's limit of ", limits.max_grid_x,
+                    " rows (one thread block per row); split the batch");
+  const int64_t max_l = wide ? max_positions<double>(limits.smem_per_block) : max_positions<float>(limits.smem_per_block);
+  TORCH_CHECK_VALUE(check != LaunchCheck::kTooManyPositions, what, ": L = ", L,
+                    " positions exceed the CUDA kernel's limit of ", max_l, " for ", dt, " on this GPU (",
+                    limits.smem_per_block,
+                    " bytes of shared memory per block hold one row's scores); the CPU kernel and "
+                    "impl='reference' have no such limit");
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_pool_cuda(
-    const at::Tensor& values_in,
-    const at::Tensor& keys_in,
-    const at::Tensor& query_in,
-    const std::optional<at::Tensor>& weight_in,
-    const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
     c10::string_view score,
     double scale) {
-  const auto mode = ops::parse_score_mode(score);
-  ops::detail::check_inputs(values_in, keys_in, query_in, weight_in, mask_in, mode);
-  check_cuda(values_in, values_in.size(2), "stqa::attention_pool");
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const auto values = values_in.contiguous(), keys = keys_in.contiguous(), query = query_in.contiguous();
-  const auto weight = contiguous(weight_in), mask = contiguous(mask_in);
-  const int64_t B = values.size(0), R = values.size(1), L = values.size(2), C = values.size(3), K = keys.size(3);
-  auto pooled = at::empty({B, R, C}, values.options());
-  auto weights = at::empty({B, R, L}, values.options());
-  if (B * R == 0) return {pooled, weights};
+  constexpr std::string_view what = "stqa::attention_pool";
+  ops::detail::ForwardLaunch launch(values, keys, query, weight, mask, score, scale);
+  check_cuda(launch.values, what);
+  const c10::cuda::CUDAGuard guard(launch.values.device());
+  const DeviceLimits limits = device_limits();
+  check_limits(launch.rows, launch.L, launch.values.scalar_type(), limits, what);
+  launch.allocate();
+  if (launch.rows == 0) return launch.outputs();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_cuda_types(values.scalar_type(), [&]<typename scalar_t>() {
+  dispatch_cuda_types(launch.values.scalar_type(), [&]<typename scalar_t>() {
     using T = typename DeviceType<scalar_t>::type;
-    ForwardParams<T> prm{ptr<scalar_t>(values), ptr<scalar_t>(keys), ptr<scalar_t>(query), opt_ptr<scalar_t>(weight),
-                         mask.has_value() ? mask->const_data_ptr<bool>() : nullptr,
-                         mut_ptr<scalar_t>(pooled), mut_ptr<scalar_t>(weights),
-                         B * R, R, L, C, K, static_cast<int>(mode), scale};
-    launch_forward<T>(prm, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    C10_CUDA_CHECK(launch_forward<T>(launch.params<T, scalar_t>(), limits, stream));
   });
-  return {pooled, weights};
+  return launch.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_backward_cuda(
-    const at::Tensor& grad_pooled_in,
-    const at::Tensor& grad_weights_in,
-    const at::Tensor& values_in,
-    const at::Tensor& keys_in,
-    const at::Tensor& query_in,
-    const std::optional<at::Tensor>& weight_in,
-    const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& grad_pooled,
+    const at::Tensor& grad_weights,
+    const at::Tensor& values,
+    const at::Tensor& keys,
+    const at::Tensor& query,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& mask,
     c10::string_view score,
     double scale,
     std::array<bool, 4> output_mask) {
-  const auto mode = ops::parse_score_mode(score);
-  ops::detail::check_backward_inputs(grad_pooled_in, grad_weights_in, values_in, keys_in, query_in, weight_in,
-                                     mask_in, mode);
-  check_cuda(values_in, values_in.size(2), "stqa::attention_pool_backward");
-  const int64_t B = values_in.size(0), R = values_in.size(1), L = values_in.size(2), C = values_in.size(3),
-                K = keys_in.size(3);
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const auto values = values_in.contiguous(), keys = keys_in.contiguous(), query = query_in.contiguous();
-  const auto grad_pooled = grad_pooled_in.contiguous(), grad_weights = grad_weights_in.contiguous();
-  const auto weight = contiguous(weight_in), mask = contiguous(mask_in);
-  const bool want_weight = output_mask[3] && weight.has_value();
-  const auto opts = values.options();
-  const int64_t rows = B * R;
-  auto grad_values = output_mask[0] ? at::empty(values.sizes(), opts) : at::empty({0}, opts);
-  auto grad_keys = output_mask[1] ? at::empty(keys.sizes(), opts) : at::empty({0}, opts);
-  const auto acc_opts = opts.dtype(values.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  at::Tensor query_partial = output_mask[2] ? at::empty({rows, K}, acc_opts) : at::Tensor();
-  at::Tensor weight_partial = want_weight ? at::empty({rows, K}, acc_opts) : at::Tensor();
-  if (rows > 0) {
+  constexpr std::string_view what = "stqa::attention_pool_backward";
+  ops::detail::BackwardLaunch launch(grad_pooled, grad_weights, values, keys, query, weight, mask, score, scale,
+                                     output_mask);
+  check_cuda(launch.values, what);
+  const c10::cuda::CUDAGuard guard(launch.values.device());
+  const DeviceLimits limits = device_limits();
+  check_limits(launch.rows, launch.L, launch.values.scalar_type(), limits, what);
+  launch.allocate();
+  if (launch.rows > 0) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    dispatch_cuda_types(values.scalar_type(), [&]<typename scalar_t>() {
+    dispatch_cuda_types(launch.values.scalar_type(), [&]<typename scalar_t>() {
       using T = typename DeviceType<scalar_t>::type;
-      BackwardParams<T> prm{ptr<scalar_t>(grad_pooled), ptr<scalar_t>(grad_weights), ptr<scalar_t>(values),
-                            ptr<scalar_t>(keys), ptr<scalar_t>(query), opt_ptr<scalar_t>(weight),
-                            mask.has_value() ? mask->const_data_ptr<bool>() : nullptr,
-                            output_mask[0] ? mut_ptr<scalar_t>(grad_values) : nullptr,
-                            output_mask[1] ? mut_ptr<scalar_t>(grad_keys) : nullptr,
-                            query_partial.defined() ? query_partial.mutable_data_ptr<acc_t<T>>() : nullptr,
-                            weight_partial.defined() ? weight_partial.mutable_data_ptr<acc_t<T>>() : nullptr,
-                            rows, R, L, C, K, static_cast<int>(mode), scale};
-      launch_backward<T>(prm, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      C10_CUDA_CHECK(launch_backward<T>(launch.params<T, scalar_t>(), limits, stream));
     });
   }
-  at::Tensor grad_query = output_mask[2] ? query_partial.view({B, R, K}).sum(1).to(values.scalar_type())
-                                         : at::empty({0}, opts);
-  at::Tensor grad_weight = want_weight ? weight_partial.sum(0).to(values.scalar_type()) : at::empty({0}, opts);
-  return {grad_values, grad_keys, grad_query, grad_weight};
+  return launch.finish();
 }
 
 }  // namespace

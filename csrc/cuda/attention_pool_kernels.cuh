@@ -12,34 +12,30 @@
 //             grad_keys and sum d(query), d(weight) over L into per-row partials [rows, K] (fp32)
 //             that the launcher reduces with a deterministic sum (no atomics).
 // Arithmetic is fp32 for float, half and bfloat16 inputs (fp64 for double, kept for gradcheck).
-// Rows without a valid position give zeros and zero gradients.
+// Rows without a valid position give zeros and zero gradients. L is bounded by the row scratch in
+// shared memory (max_positions: ~2,890 positions in fp32 within the default 48 KiB, ~13,670 on a GPU
+// that lets a block opt in to 227 KiB); the CPU kernel has no such bound.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+
+#include "attention_pool_params.h"
 
 namespace stqa::cuda {
 
-enum Score : int { kAdditive = 0, kDot = 1, kCosine = 2 };
-constexpr double kCosineEps = 1e-8;
+using ops::acc_t;
+using ops::BackwardParams;
+using ops::ForwardParams;
+using ops::kCosineEps;
+using ops::ScoreMode;
+
 constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;  // 8 warps per row
-constexpr int kMaxPositions = 1024;  // L limit: per-row scratch lives in shared memory (< 48 KiB)
-
-// Accumulation type: fp32 for float/half/bfloat16, fp64 for double (which exists for gradcheck).
-template <typename T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-template <typename T>
-using acc_t = typename AccOf<T>::type;
 
 __device__ __forceinline__ float to_acc(float x) { return x; }
 __device__ __forceinline__ double to_acc(double x) { return x; }
@@ -101,38 +97,6 @@ __device__ __forceinline__ A warp_max(A x) {
   return x;
 }
 
-template <typename T>
-struct ForwardParams {
-  const T* values;   // [rows, L, C]
-  const T* keys;     // [rows, L, K]
-  const T* query;    // [B, K]; row r of batch item b uses query[b]
-  const T* weight;   // [K] (additive) or nullptr
-  const bool* mask;  // [rows, L] or nullptr
-  T* pooled;         // [rows, C]
-  T* weights;        // [rows, L]
-  int64_t rows, R, L, C, K;
-  int score;
-  double scale;
-};
-
-template <typename T>
-struct BackwardParams {
-  const T* grad_pooled;   // [rows, C]
-  const T* grad_weights;  // [rows, L]
-  const T* values;
-  const T* keys;
-  const T* query;
-  const T* weight;
-  const bool* mask;
-  T* grad_values;          // [rows, L, C] or nullptr (not wanted)
-  T* grad_keys;            // [rows, L, K] or nullptr
-  acc_t<T>* query_partial;   // [rows, K] or nullptr
-  acc_t<T>* weight_partial;  // [rows, K] or nullptr
-  int64_t rows, R, L, C, K;
-  int score;
-  double scale;
-};
-
 // Shared-memory scratch of one row: scores/probabilities, per-position gradients, cosine terms and
 // the validity flags, in the accumulation type A. Sized by the launcher: shared_bytes<A>(L).
 template <typename A>
@@ -168,14 +132,14 @@ __device__ __forceinline__ RowScratch<A> carve(int64_t L) {
 // __syncthreads() with everything visible to the block. Warp w handles positions w, w + 8, ...
 template <typename T, int VEC, typename A = acc_t<T>>
 __device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ query, const T* __restrict__ weight,
-                            const bool* __restrict__ mask, int64_t L, int64_t K, int score, A scale,
+                            const bool* __restrict__ mask, int64_t L, int64_t K, ScoreMode score, A scale,
                             RowScratch<A> s) {
   const int lane = threadIdx.x % kWarpSize;
   const int warp = threadIdx.x / kWarpSize;
   const int warps = blockDim.x / kWarpSize;
   const A eps = static_cast<A>(kCosineEps);
 
-  if (score == kCosine && warp == 0) {
+  if (score == ScoreMode::kCosine && warp == 0) {
     A q2 = 0;
     for (int64_t k = lane * VEC; k < K; k += kWarpSize * VEC) {
       A q[VEC];
@@ -185,7 +149,7 @@ __device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ qu
     }
     q2 = warp_sum(q2);
     if (lane == 0) s.scalars[0] = sqrt(q2);
-  } else if (score != kCosine && threadIdx.x == 0) {
+  } else if (score != ScoreMode::kCosine && threadIdx.x == 0) {
     s.scalars[0] = 0;
   }
   __syncthreads();
@@ -200,7 +164,7 @@ __device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ qu
         A kv[VEC], q[VEC];
         load<T, VEC>(key + k, kv);
         load<T, VEC>(query + k, q);
-        if (score == kAdditive) {
+        if (score == ScoreMode::kAdditive) {
           A w[VEC];
           load<T, VEC>(weight + k, w);
 #pragma unroll
@@ -216,12 +180,12 @@ __device__ void row_softmax(const T* __restrict__ keys, const T* __restrict__ qu
     }
     // every lane of the warp takes part in the shuffles (the branch above is warp-uniform anyway)
     acc = warp_sum(acc);
-    if (score == kCosine) norm2 = warp_sum(norm2);
+    if (score == ScoreMode::kCosine) norm2 = warp_sum(norm2);
     if (lane == 0) {
       s.valid[l] = valid ? 1 : 0;
-      if (score == kAdditive) {
+      if (score == ScoreMode::kAdditive) {
         s.p[l] = acc;
-      } else if (score == kDot) {
+      } else if (score == ScoreMode::kDot) {
         s.p[l] = scale * acc;
       } else {
         const A kn = sqrt(norm2);
@@ -360,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) attention_pool_backward_kernel(Backw
   // partial sums of d(query) and d(weight).
   const A q_norm = s.scalars[0];
   A cos_coef = 0;  // cosine: sum_l ds_l scale cos_l, the |query| part of d(query)
-  if (prm.score == kCosine) {
+  if (prm.score == ScoreMode::kCosine) {
     for (int64_t l = 0; l < L; ++l) cos_coef += s.g[l] * scale * s.cosine[l];
   }
   for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
@@ -376,12 +340,12 @@ __global__ void __launch_bounds__(kThreads) attention_pool_backward_kernel(Backw
       const A ds = s.g[l];
       const A key = to_acc(keys[l * K + k]);
       A dk;
-      if (prm.score == kAdditive) {
+      if (prm.score == ScoreMode::kAdditive) {
         const A t = tanh(key + qk);
         dk = ds * wk * (A(1) - t * t);
         dq += dk;
         dw += ds * t;
-      } else if (prm.score == kDot) {
+      } else if (prm.score == ScoreMode::kDot) {
         dk = ds * scale * qk;
         dq += ds * scale * key;
       } else {
@@ -395,7 +359,7 @@ __global__ void __launch_bounds__(kThreads) attention_pool_backward_kernel(Backw
       }
       if (dk_out != nullptr) *dk_out = from_acc<T>(dk);
     }
-    if (prm.score == kCosine && q_norm > eps) dq -= cos_coef * qk / (q_norm * q_norm);
+    if (prm.score == ScoreMode::kCosine && q_norm > eps) dq -= cos_coef * qk / (q_norm * q_norm);
     if (prm.query_partial != nullptr) prm.query_partial[row * K + k] = dq;
     if (prm.weight_partial != nullptr) prm.weight_partial[row * K + k] = dw;
   }
@@ -416,51 +380,88 @@ inline bool can_vectorize(const void* const* ptrs, int n, int64_t C, int64_t K) 
   return true;
 }
 
+// What a launch needs to know about the device; the launcher (attention_pool_kernel.cu) queries it, so
+// that this header makes no CUDA runtime call besides the launches themselves and their attributes.
+struct DeviceLimits {
+  int sms;                 // multiprocessors
+  int64_t smem_per_block;  // dynamic shared memory a block may opt in to (MaxSharedMemoryPerBlockOptin)
+  int64_t max_grid_x;      // rows: one block each
+  int64_t max_grid_y;      // forward column chunks
+};
+
+// Dynamic shared memory a kernel may use without opting in (cudaFuncAttributeMaxDynamicSharedMemorySize).
+constexpr int64_t kDefaultSharedBytes = 48 * 1024;
+
+// The largest L whose row scratch fits in smem_bytes: shared_bytes<A>(L) <= smem_bytes.
+template <typename A>
+inline int64_t max_positions(int64_t smem_bytes) {
+  const auto fixed = static_cast<int64_t>(2 * sizeof(A));
+  const auto per_position = static_cast<int64_t>(4 * sizeof(A) + 1);
+  return smem_bytes < fixed ? 0 : (smem_bytes - fixed) / per_position;
+}
+
+enum class LaunchCheck : int { kOk = 0, kTooManyRows = 1, kTooManyPositions = 2 };
+
+// Whether a call of `rows` rows of L positions fits the device (one block per row, the row's scratch
+// in shared memory). The launcher turns a failure into an error that names the limit.
+template <typename A>
+inline LaunchCheck check_launch(int64_t rows, int64_t L, const DeviceLimits& limits) {
+  if (rows > limits.max_grid_x) return LaunchCheck::kTooManyRows;
+  if (L > max_positions<A>(limits.smem_per_block)) return LaunchCheck::kTooManyPositions;
+  return LaunchCheck::kOk;
+}
+
 // Column chunks per row for the forward grid: about two blocks per SM when rows are few, chunks a
 // multiple of one block's sweep (kThreads * VEC columns) so that 16-byte accesses stay aligned.
-template <typename T>
-inline int64_t forward_col_chunk(int64_t rows, int64_t C, int vec) {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
-    sms = 1;
-  }
+inline int64_t forward_col_chunk(int64_t rows, int64_t C, int vec, int sms) {
   const int64_t sweep = static_cast<int64_t>(kThreads) * vec;
   const int64_t sweeps = (C + sweep - 1) / sweep;
-  const int64_t wanted = (2 * static_cast<int64_t>(sms) + rows - 1) / rows;
+  const int64_t wanted = (2 * static_cast<int64_t>(sms > 0 ? sms : 1) + rows - 1) / rows;
   const int64_t chunks = wanted < 1 ? 1 : (wanted > sweeps ? sweeps : wanted);
   const int64_t sweeps_per_chunk = (sweeps + chunks - 1) / chunks;
   return sweeps_per_chunk * sweep;
 }
 
+// Above 48 KiB of dynamic shared memory a kernel must opt in (per kernel, per device).
+template <typename Kernel>
+inline cudaError_t allow_shared_bytes(Kernel* kernel, size_t smem) {
+  if (static_cast<int64_t>(smem) <= kDefaultSharedBytes) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+}
+
+// The launches return the launch's error (cudaGetLastError, which also clears it): the caller must
+// check it, hence [[nodiscard]]. A call that does not fit check_launch is refused with
+// cudaErrorInvalidConfiguration before anything runs (the launcher reports it more clearly first).
 template <typename T>
-cudaError_t launch_forward(const ForwardParams<T>& prm, cudaStream_t stream) {
+[[nodiscard]] cudaError_t launch_forward(const ForwardParams<T>& prm, const DeviceLimits& limits, cudaStream_t stream) {
+  using A = acc_t<T>;
   if (prm.rows == 0) return cudaSuccess;
+  if (check_launch<A>(prm.rows, prm.L, limits) != LaunchCheck::kOk) return cudaErrorInvalidConfiguration;
   const void* ptrs[] = {prm.values, prm.keys, prm.query, prm.weight, prm.pooled};
   const bool vectorize = can_vectorize<T>(ptrs, 5, prm.C, prm.K);
-  const int64_t col_chunk = prm.C > 0 ? forward_col_chunk<T>(prm.rows, prm.C, vectorize ? kVec<T> : 1) : 1;
+  const int64_t col_chunk = prm.C > 0 ? forward_col_chunk(prm.rows, prm.C, vectorize ? kVec<T> : 1, limits.sms) : 1;
   const int64_t chunks = prm.C > 0 ? (prm.C + col_chunk - 1) / col_chunk : 1;
+  if (chunks > limits.max_grid_y) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(prm.rows), static_cast<unsigned>(chunks)), block(kThreads);
-  const size_t smem = shared_bytes<acc_t<T>>(prm.L);
-  if (vectorize) {
-    attention_pool_forward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm, col_chunk);
-  } else {
-    attention_pool_forward_kernel<T, 1><<<grid, block, smem, stream>>>(prm, col_chunk);
-  }
+  const size_t smem = shared_bytes<A>(prm.L);
+  auto* kernel = vectorize ? &attention_pool_forward_kernel<T, kVec<T>> : &attention_pool_forward_kernel<T, 1>;
+  if (const cudaError_t err = allow_shared_bytes(kernel, smem); err != cudaSuccess) return err;
+  kernel<<<grid, block, smem, stream>>>(prm, col_chunk);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t launch_backward(const BackwardParams<T>& prm, cudaStream_t stream) {
+[[nodiscard]] cudaError_t launch_backward(const BackwardParams<T>& prm, const DeviceLimits& limits, cudaStream_t stream) {
+  using A = acc_t<T>;
   if (prm.rows == 0) return cudaSuccess;
+  if (check_launch<A>(prm.rows, prm.L, limits) != LaunchCheck::kOk) return cudaErrorInvalidConfiguration;
   const void* ptrs[] = {prm.grad_pooled, prm.values, prm.keys, prm.query, prm.weight, prm.grad_values};
   const dim3 grid(static_cast<unsigned>(prm.rows)), block(kThreads);
-  const size_t smem = shared_bytes<acc_t<T>>(prm.L);
-  if (can_vectorize<T>(ptrs, 6, prm.C, prm.K)) {
-    attention_pool_backward_kernel<T, kVec<T>><<<grid, block, smem, stream>>>(prm);
-  } else {
-    attention_pool_backward_kernel<T, 1><<<grid, block, smem, stream>>>(prm);
-  }
+  const size_t smem = shared_bytes<A>(prm.L);
+  auto* kernel = can_vectorize<T>(ptrs, 6, prm.C, prm.K) ? &attention_pool_backward_kernel<T, kVec<T>>
+                                                          : &attention_pool_backward_kernel<T, 1>;
+  if (const cudaError_t err = allow_shared_bytes(kernel, smem); err != cudaSuccess) return err;
+  kernel<<<grid, block, smem, stream>>>(prm);
   return cudaGetLastError();
 }
 

@@ -28,6 +28,30 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+def autocast_enabled(t: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for the device type of ``t``."""
+    device_type = t.device.type
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def autocast_promote(
+    values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The op's autocast rule (csrc/autocast/attention_pool_kernel.cpp) in Python, for the reference:
+    floating inputs are cast to the widest floating dtype among them."""
+    floats = [t for t in (values, keys, query, weight) if t is not None and t.is_floating_point()]
+    if not floats or not values.is_floating_point():
+        return values, keys, query, weight
+    dtype = floats[0].dtype
+    for t in floats[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+
+    def cast(t):
+        return t.to(dtype) if t is not None and t.is_floating_point() else t
+
+    return cast(values), cast(keys), cast(query), cast(weight)
+
+
 def check_attention_pool_args(
     values: torch.Tensor,
     keys: torch.Tensor,
@@ -36,8 +60,12 @@ def check_attention_pool_args(
     mask: torch.Tensor | None,
     score: str,
     scale: float,
+    same_dtype: bool = True,
 ) -> None:
-    """Validate the arguments of :func:`stqa.ops.attention_pool` (see there for the shapes)."""
+    """Validate the arguments of :func:`stqa.ops.attention_pool` (see there for the shapes).
+
+    ``same_dtype=False`` lets the floating inputs differ in dtype (under autocast, whose rule promotes them).
+    """
     for name, t in (("values", values), ("keys", keys), ("query", query)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -70,7 +98,9 @@ def check_attention_pool_args(
     if weight is not None:
         floats.append(("weight", weight))
     for name, t in floats:
-        if t.dtype != values.dtype:
+        if not same_dtype and not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if same_dtype and t.dtype != values.dtype:
             raise ValueError(f"dtype mismatch: values is {values.dtype} but {name} is {t.dtype}")
 
     if score == "additive":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from stqa.ops import reference
-from stqa.ops._checks import check_attention_pool_args, check_impl
+from stqa.ops._checks import autocast_enabled, check_attention_pool_args, check_impl
 
 __all__ = ["attention_pool", "spatial_attention", "temporal_attention", "lengths_to_mask"]
 
@@ -39,11 +39,15 @@ def attention_pool(
         ``(pooled [B, R, C], weights [B, R, L])`` with ``weights = softmax_L(s)`` over the valid
         positions and ``pooled = Σ_L weights · values``. A row without valid positions gives zeros
         in both (and zero gradients). Gradients flow to values, keys, query and weight.
+
+    Under ``torch.autocast`` the floating inputs may differ in dtype: the op's autocast rule casts them
+    to the widest of their dtypes (``"reference"`` casts the same way, then runs as eager autocast code).
     """
     check_impl(impl)
     if impl == "reference":
         return reference.attention_pool(values, keys, query, weight, mask, score, scale)
-    check_attention_pool_args(values, keys, query, weight, mask, score, scale)
+    mixed_ok = isinstance(values, torch.Tensor) and autocast_enabled(values)
+    check_attention_pool_args(values, keys, query, weight, mask, score, scale, same_dtype=not mixed_ok)
     return torch.ops.stqa.attention_pool(
         values.contiguous(),
         keys.contiguous(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from stqa.ops._checks import COSINE_EPS, check_attention_pool_args
+from stqa.ops._checks import COSINE_EPS, autocast_enabled, autocast_promote, check_attention_pool_args
 
 __all__ = ["attention_pool", "scores"]
 
@@ -47,8 +47,12 @@ def attention_pool(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference attention pooling: ``(pooled [B, R, C], weights [B, R, L])``.
 
-    Rows without any valid position give zeros (and zero gradients), never NaN.
+    Rows without any valid position give zeros (and zero gradients), never NaN. Under ``torch.autocast``
+    mixed floating dtypes are first promoted, as the fused op's autocast rule does.
     """
+    if isinstance(values, torch.Tensor) and autocast_enabled(values):
+        check_attention_pool_args(values, keys, query, weight, mask, score, scale, same_dtype=False)
+        values, keys, query, weight = autocast_promote(values, keys, query, weight)
     check_attention_pool_args(values, keys, query, weight, mask, score, scale)
     s = scores(keys, query, weight, score, scale)
     if mask is not None:
