@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -310,3 +312,47 @@ def test_the_server_survives_hostile_requests_under_a_memory_limit_300_mib_above
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+# -- exposure: one server per port, metrics on their own address, no token on the command line -------------
+
+
+def test_a_second_server_on_the_same_port_fails_at_once():
+    first = ServeProcess("--metrics-port", "-1")
+    try:
+        port = first.address.rsplit(":", 1)[1]
+        second = subprocess.run([sys.executable, "-m", "stqa", "serve", "--port", port, "--metrics-port", "-1"],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert "cannot listen on" in second.stderr and "ready" not in second.stdout
+    finally:
+        assert first.terminate() == 0
+
+
+def test_metrics_bind_loopback_whatever_the_grpc_host():
+    s = ServeProcess("--host", "127.0.0.2", "--metrics-port", "0")
+    try:
+        assert s.address.startswith("127.0.0.2:")
+        assert s.metrics_url.startswith("http://127.0.0.1:")
+        assert "stqa_requests_total" in s.metrics() or "stqa_in_flight" in s.metrics()
+    finally:
+        assert s.terminate() == 0
+
+
+def test_the_auth_token_comes_from_a_file_or_the_environment_never_a_flag(tmp_path):
+    refused = subprocess.run([sys.executable, "-m", "stqa", "serve", "--port", "0", "--auth-token", "s3cret"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--auth-token-file" in refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    s = ServeProcess("--metrics-port", "-1", "--auth-token-file", str(token_file))
+    try:
+        with stub_for(s) as stub:
+            code, _ = status_of(lambda: answer(stub, sample_videos()[0].read_bytes()))
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            reply = stub.Answer(pb.AnswerRequest(video=sample_videos()[0].read_bytes(), question="how many ?",
+                                                 task=pb.COUNT),
+                                timeout=60, metadata=(("authorization", "Bearer s3cret"),))
+            assert reply.answer
+    finally:
+        assert s.terminate() == 0
