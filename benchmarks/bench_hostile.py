@@ -65,10 +65,47 @@ def ask(s, video: bytes) -> tuple[str, float]:
     return code, time.monotonic() - started
 
 
+def overload(address: str, video: bytes, clients: int, seconds: float) -> dict:
+    """Closed-loop ``clients`` (grpc.aio, one channel) for ``seconds``: answered and refused per second,
+    and the p50 latency of the answered ones."""
+    import asyncio
+
+    async def run() -> dict:
+        ok: list[float] = []
+        refused = other = 0
+        stop = time.monotonic() + seconds
+        async with grpc.aio.insecure_channel(address) as channel:
+            st = pb_grpc.VideoQAStub(channel)
+            request = pb.AnswerRequest(video=video, question="how many times does it jump ?", task=pb.COUNT)
+
+            async def client() -> None:
+                nonlocal refused, other
+                while time.monotonic() < stop:
+                    started = time.monotonic()
+                    try:
+                        await st.Answer(request, timeout=30)
+                        ok.append(time.monotonic() - started)
+                    except grpc.aio.AioRpcError as err:
+                        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            refused += 1
+                            await asyncio.sleep(0.05)  # a polite client honours the pushback a little
+                        else:
+                            other += 1
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+        ok.sort()
+        return {"clients": clients, "answered_per_s": round(len(ok) / seconds, 1),
+                "refused_per_s": round(refused / seconds, 1), "other_errors": other,
+                "p50_ms": round(1000 * ok[len(ok) // 2], 1) if ok else None}
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=20, help="concurrent uploads in the burst")
     parser.add_argument("--upload-mb", type=float, default=15.0, help="size of each upload")
+    parser.add_argument("--overload-s", type=float, default=8.0, help="seconds per overload level")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hostile_cpu")
     args = parser.parse_args()
 
@@ -128,12 +165,24 @@ def main() -> None:
              "rss_after_s": dict(zip(["0.5", "1.0", "1.5", "2.0", "2.5", "3.0"], samples, strict=True))}
     print(burst, flush=True)
 
+    s = ServeProcess("--metrics-port", "-1")
+    try:
+        out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-hostile-{os.getpid()}"
+        subprocess.run([sys.executable, "-m", "stqa", "synth", "--out", str(out), "--videos", "2", "--seed", "1"],
+                       check=True, capture_output=True)
+        clip = sorted((out / "gifs").glob("*.gif"))[0].read_bytes()
+        levels = [overload(s.address, clip, n, args.overload_s) for n in (8, 200)]
+    finally:
+        s.terminate()
+    for level in levels:
+        print(level, flush=True)
+
     import av
     import torch
 
     report = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.machine(),
               "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-              "av": av.__version__, "grpcio": grpc.__version__, "requests": rows, "burst": burst}
+              "av": av.__version__, "grpcio": grpc.__version__, "requests": rows, "burst": burst, "overload": levels}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Hostile input, server memory ({report['date']}, {report['cpus']} CPUs, torch {report['torch']}, "
@@ -146,7 +195,13 @@ def main() -> None:
     lines += ["", f"Burst: {burst['uploads']} concurrent uploads of {burst['upload_mib']} MiB, statuses "
               f"{burst['codes']}, {burst['seconds']} s; RSS idle {burst['idle_rss_mib']} MiB, peak "
               f"{burst['peak_rss_mib']} MiB, then every 0.5 s: "
-              + ", ".join(str(v) for v in burst["rss_after_s"].values()) + " MiB."]
+              + ", ".join(str(v) for v in burst["rss_after_s"].values()) + " MiB.", "",
+              "| closed-loop clients | answered/s | refused/s (RESOURCE_EXHAUSTED) | other errors | p50 ms |",
+              "|---:|---:|---:|---:|---:|"]
+    for level in levels:
+        lines.append(f"| {level['clients']} | {level['answered_per_s']} | {level['refused_per_s']} | "
+                     f"{level['other_errors']} | {level['p50_ms']} |")
+    lines += [""]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -422,7 +422,10 @@ class VideoQAService:
         """On a waiter thread: decode in a worker process, then turn the frames into the model input."""
         job = predictor.decode_job(video, self._limits)
         del video
-        decoded = self._decode_pool.decode(job, timeout_s=timeout_s, cancel=cancel)
+        try:
+            decoded = self._decode_pool.decode(job, timeout_s=timeout_s, cancel=cancel)
+        finally:
+            del job  # an error's traceback keeps this frame: it must not keep the video too
         return predictor.prepare_decoded(decoded)
 
     async def _decode(self, route: _Route, video: bytes, deadline: float | None):
@@ -449,6 +452,8 @@ class VideoQAService:
             raise
         except (DecodeTimeout, DecodePoolBusy, DecodePoolClosed, DecodeCancelled, VideoError) as exc:
             error = self._decode_error(exc, budget, deadline_binds)
+        finally:
+            del job  # the future holds the decoder's exception, whose traceback holds the video
         # Raised outside the except block: the reply must not keep the decoder's traceback (and the video
         # its frames hold) alive.
         raise error
@@ -482,8 +487,10 @@ class VideoQAService:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed on arrival")
 
         decode_started = time.perf_counter()
-        prepared = await self._decode(route, video, deadline)
-        del video
+        try:
+            prepared = await self._decode(route, video, deadline)
+        finally:
+            del video  # not pinned by the traceback of a refusal
         held.hold(0)
         decode_s = time.perf_counter() - decode_started
         self.metrics.stage_latency.labels(stage="decode").observe(decode_s)

@@ -407,6 +407,8 @@ def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> 
         raise CorruptVideo(f"{label}: GIF logical screen is {width}x{height}")
     _check_geometry(width, height, label, limits)
     images = _gif_image_count(data, label)
+    if images == 0:
+        raise EmptyVideo(f"{label}: the video stream has no decodable frames (a GIF without images)")
     if images > limits.max_frames:
         raise TooManyFrames(f"{label}: video has {images} frames, over the limit max_frames={limits.max_frames}")
     _check_budget(width * height, images, label, limits, declared=True)

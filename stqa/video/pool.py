@@ -227,13 +227,14 @@ class DecodePool:
             raise self._died(worker) from exc
         finally:
             self._release(worker, healthy)
+            job = None  # this frame outlives the call in an error's traceback: drop the video now
         if status == "ok":
             return payload
         if status == "video_error":
             try:
                 raise payload
-            finally:  # no exception -> traceback -> this frame -> exception cycle (it would pin `job`)
-                payload = job = None
+            finally:  # no exception -> traceback -> this frame -> exception cycle
+                payload = None
         if status == "memory":
             raise DecoderMemoryExceeded(f"decoding needs more than the decode worker's memory limit "
                                         f"({self.memory_limit_bytes // MiB} MiB)")
