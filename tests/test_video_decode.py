@@ -326,3 +326,70 @@ def test_to_rgb24_matches_ffmpeg_conversion(fmt) -> None:
     np.testing.assert_array_equal(got, frame.to_ndarray(format="rgb24"))
     if fmt != "yuv420p":
         np.testing.assert_array_equal(got, rgba[..., :3])
+
+
+# -- bounded by design: hostile geometry refused before decoding, frames shrunk as they are decoded ----------
+
+
+def test_hostile_gif_screens_are_refused_from_the_header_before_ffmpeg_sees_them(monkeypatch):
+    from stqa.server.testing import screen_gif
+
+    from stqa.video import AspectRatioTooLarge, DecodeBudgetExceeded
+
+    def no_ffmpeg(*args, **kwargs):
+        raise AssertionError("FFmpeg was asked to open a file the header already disproves")
+
+    monkeypatch.setattr(decode_module.av, "open", no_ffmpeg)
+    with pytest.raises(AspectRatioTooLarge, match="65535x1.*max_aspect_ratio=8"):
+        decode_video(screen_gif(65535, 1, 1), 35)
+    with pytest.raises(FrameTooLarge, match="max_pixels"):
+        decode_video(screen_gif(4096, 4096, 30), 35, limits=VideoLimits(max_pixels=1920 * 1088))
+    with pytest.raises(DecodeBudgetExceeded, match="9999 frames of 16777216 pixels.*max_decoded_pixels"):
+        decode_video(screen_gif(4096, 4096, 9999), 35)
+    with pytest.raises(TooManyFrames, match="max_frames=100"):
+        decode_video(screen_gif(64, 64, 101), 35, limits=VideoLimits(max_frames=100))
+
+
+def test_decoded_pixels_are_counted_while_decoding_when_no_header_declares_them(tmp_path):
+    from stqa.video import DecodeBudgetExceeded
+
+    path = encoded_video(tmp_path / "clip.webm", "webm", "libvpx", 20)  # WebM declares no frame count
+    with pytest.raises(DecodeBudgetExceeded, match="decoding produced over 15360 pixels"):
+        decode_video(path, 8, limits=VideoLimits(max_decoded_pixels=10 * W * H))
+    assert decode_video(path, 8, limits=VideoLimits(max_decoded_pixels=20 * W * H)).n_frames == 20
+
+
+def test_shrink_to_gives_the_transform_geometry_from_the_decoder():
+    from stqa.video.geometry import resized_shape
+    from stqa.video.transforms import frames_to_tensor
+
+    data = gif_bytes(6, size=(300, 120))
+    shrunk = decode_video(data, 4, shrink_to=60)
+    assert shrunk.frames.shape == (4, *resized_shape(120, 300, 60), 3) == (4, 60, 150, 3)
+    assert (shrunk.width, shrunk.height) == (300, 120)  # the source size is still reported
+    full = decode_video(data, 4)
+    assert full.frames.shape == (4, 120, 300, 3)
+    # One resampling either way: the model input differs only by the resampling filter.
+    a, b = frames_to_tensor(shrunk.frames, 60), frames_to_tensor(full.frames, 60)
+    assert a.shape == b.shape == (4, 3, 60, 60)
+    assert float((a - b).abs().mean()) < 0.05
+    small = decode_video(gif_bytes(3), 3, shrink_to=112)  # never enlarged: the transform does that
+    assert small.frames.shape == (3, H, W, 3)
+
+
+def test_garbled_gif_data_is_corrupt_and_a_stop_request_cancels():
+    from stqa.server.testing import garbled_gif
+
+    from stqa.video import DecodeCancelled
+
+    noisy = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+             for i in range(6)]
+    buf = io.BytesIO()
+    noisy[0].save(buf, format="GIF", save_all=True, append_images=noisy[1:], duration=40)
+    assert decode_video(buf.getvalue(), 4).n_frames == 6
+    with pytest.raises(CorruptVideo, match="damaged GIF data in image 4"):
+        decode_video(garbled_gif(buf.getvalue(), 3), 4)
+    calls = []
+    with pytest.raises(DecodeCancelled):
+        decode_video(buf.getvalue(), 4, should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3

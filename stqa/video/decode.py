@@ -171,10 +171,10 @@ def decode_video(
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {', '.join(POLICIES)}")
     deadline = time.monotonic() + limits.decode_timeout_s
     data, label = _read_source(source, limits)
+    run = _Run(data, label, limits, deadline, shrink_to, should_stop)
     if data[:6] in _GIF_SIGNATURES:
         _check_gif_before_decoding(data, label, limits)
-        _check_gif_lzw(data, label)
-    run = _Run(data, label, limits, deadline, shrink_to, should_stop)
+        _check_gif_lzw(run)
 
     first = _decode_pass(run, keep="all" if num_frames is None else "budget")
     n = first.n_frames
@@ -295,11 +295,7 @@ def _decode_pass(run: _Run, keep) -> _Pass:
                 if result.n_frames > limits.max_frames:
                     raise TooManyFrames(f"{label}: video has more than {limits.max_frames} frames "
                                         f"(max_frames)")
-                if run.should_stop is not None and run.should_stop():
-                    raise DecodeCancelled(f"{label}: decoding was cancelled at frame {result.n_frames}")
-                if time.monotonic() > run.deadline:
-                    raise DecodeTimeout(f"{label}: decoding took longer than decode_timeout_s="
-                                        f"{limits.decode_timeout_s:g} s (stopped at frame {result.n_frames})")
+                _check_interrupts(run, index)
                 if (frame.width, frame.height) != (result.width, result.height):
                     _check_geometry(frame.width, frame.height, label, limits)
                     if index == 0:
@@ -414,22 +410,35 @@ def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> 
     _check_budget(width * height, images, label, limits, declared=True)
 
 
-def _check_gif_lzw(data: bytes, label: str) -> None:
+def _check_gif_lzw(run: _Run) -> None:
     """Refuse a GIF whose LZW data is damaged. FFmpeg's decoder is lenient: an image whose garbled data
     ends early, or decodes to codes it can use, becomes wrong pixels without an error. Pillow's decoder
     checks every image's code stream to its end in C (a fraction of FFmpeg's decode time); it runs only
     after the canvas and frame budgets have passed, so its memory is bounded the same way."""
     from PIL import Image  # imported here: only GIFs need it
 
+    label = run.label
     index = -1
     try:
-        with Image.open(io.BytesIO(data), formats=["GIF"]) as image:
+        with Image.open(io.BytesIO(run.data), formats=["GIF"]) as image:
             for index in range(image.n_frames):
+                _check_interrupts(run, index)
                 image.seek(index)
                 image.load()
+    except (VideoError, DecodeCancelled):
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged data
         where = f"image {index + 1}" if index >= 0 else "its header"
         raise CorruptVideo(f"{label}: damaged GIF data in {where} ({exc})") from None
+
+
+def _check_interrupts(run: _Run, frame: int) -> None:
+    """Between frames: the caller's stop request, then the time budget."""
+    if run.should_stop is not None and run.should_stop():
+        raise DecodeCancelled(f"{run.label}: decoding was cancelled at frame {frame + 1}")
+    if time.monotonic() > run.deadline:
+        raise DecodeTimeout(f"{run.label}: decoding took longer than decode_timeout_s="
+                            f"{run.limits.decode_timeout_s:g} s (stopped at frame {frame + 1})")
 
 
 def _enable_error_logs() -> None:
