@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -393,3 +394,71 @@ def test_garbled_gif_data_is_corrupt_and_a_stop_request_cancels():
     with pytest.raises(DecodeCancelled):
         decode_video(buf.getvalue(), 4, should_stop=lambda: calls.append(1) or len(calls) > 2)
     assert len(calls) == 3
+
+
+# -- videos as people have them: rotation metadata, variable frame rate ----------------------------------------
+
+
+def rotated_mp4(degrees: int | None, w: int = 64, h: int = 32, n: int = 6) -> bytes:
+    """Landscape frames with a white block in the top-left quarter, plus display-matrix rotation."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if degrees is not None:
+            stream.set_display_rotation(degrees)
+        for _ in range(n):
+            a = np.zeros((h, w, 3), np.uint8)
+            a[: h // 2, : w // 2] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def bright_quadrant(frame: np.ndarray) -> str:
+    h, w = frame.shape[:2]
+    quads = {"top-left": frame[: h // 2, : w // 2], "top-right": frame[: h // 2, w // 2:],
+             "bottom-left": frame[h // 2:, : w // 2], "bottom-right": frame[h // 2:, w // 2:]}
+    return max(quads, key=lambda k: float(quads[k].mean()))
+
+
+@pytest.mark.parametrize(("degrees", "shape", "corner"), [
+    (None, (32, 64), "top-left"),
+    (90, (64, 32), "bottom-left"),    # 90 counter-clockwise: the top-left corner goes to the bottom-left
+    (-90, (64, 32), "top-right"),     # a phone's "rotate=90" (clockwise)
+    (180, (32, 64), "bottom-right"),
+])
+def test_rotation_metadata_is_honoured(degrees, shape, corner):
+    video = decode_video(rotated_mp4(degrees), 3)
+    assert video.frames.shape[1:3] == shape
+    assert (video.height, video.width) == shape
+    assert bright_quadrant(video.frames[0]) == corner
+    # Shrinking happens in the stored orientation; the result is upright at the transform's geometry.
+    shrunk = decode_video(rotated_mp4(degrees, 256, 128), 3, shrink_to=32)
+    assert shrunk.frames.shape[1:3] == ((32, 64) if shape == (32, 64) else (64, 32))
+    assert bright_quadrant(shrunk.frames[0]) == corner
+
+
+def test_variable_frame_rate_samples_by_frame_index(tmp_path):
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 6 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, stream.codec_context.time_base
+            pts += 20 if i % 2 else 90  # 20 ms and 90 ms apart in turn
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = decode_video(path, 8)
+    assert video.n_frames == 40
+    assert video.indices.tolist() == sample_indices(40, 8).tolist()
+    levels = [float(f.mean()) for f in video.frames]
+    assert levels == sorted(levels)
+    assert all(abs(level - 6 * i) < 8 for level, i in zip(levels, video.indices, strict=True))

@@ -136,7 +136,7 @@ class DecodedVideo:
     frames: np.ndarray  # uint8 [t, H, W, 3], t = len(indices)
     indices: np.ndarray  # int64 [t], positions of the kept frames among all decoded frames
     n_frames: int  # frames decoded in total
-    width: int
+    width: int  # as shown (upright), like `frames`
     height: int
     fps: float | None = field(default=None)
 
@@ -193,8 +193,9 @@ def decode_video(
             frames = np.stack(second.rgb)
     if frames is None or len(frames) != len(indices):  # defensive: would mean a bookkeeping bug
         raise CorruptVideo(f"{label}: could not collect the sampled frames")
-    return DecodedVideo(frames=frames, indices=indices, n_frames=n, width=first.width,
-                        height=first.height, fps=first.fps)
+    # The size as shown: a quarter-turned (portrait phone) video reports its upright width and height.
+    width, height = (first.height, first.width) if first.upright_swapped else (first.width, first.height)
+    return DecodedVideo(frames=frames, indices=indices, n_frames=n, width=width, height=height, fps=first.fps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class _Pass:
     height: int = 0
     fps: float | None = None
     kept: list | None = None  # av.VideoFrame objects (first pass, while under budget)
+    upright_swapped: bool = False  # the display matrix turns frames by 90 or 270 degrees
     rgb: list = field(default_factory=list)  # converted frames (all, or the requested indices)
 
 
@@ -300,6 +302,8 @@ def _decode_pass(run: _Run, keep) -> _Pass:
                     _check_geometry(frame.width, frame.height, label, limits)
                     if index == 0:
                         result.width, result.height = frame.width, frame.height
+                if index == 0:
+                    result.upright_swapped = _quarter_turns(frame) % 2 == 1
                 decoded_pixels += frame.width * frame.height
                 _check_budget(decoded_pixels, 1, label, limits, declared=False)
                 if frame.is_corrupt:
@@ -349,14 +353,28 @@ def _rgb(frame, result: _Pass, run: _Run) -> np.ndarray:
     if (frame.width, frame.height) != (result.width, result.height):
         raise CorruptVideo(f"{run.label}: frame size changes mid-stream ({result.width}x{result.height} -> "
                            f"{frame.width}x{frame.height})")
+    turns = _quarter_turns(frame)
     size = run.shrink_to
     if size is not None and min(frame.width, frame.height) > size:
-        height, width = resized_shape(frame.height, frame.width, size)
+        # The geometry of the upright picture, then the same size in the stored orientation.
+        upright = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+        height, width = resized_shape(*upright, size)
+        if turns % 2:
+            height, width = width, height
         # AREA averages every source pixel into its target: the antialiased shrink torchvision's
         # Resize(antialias=True) does, where a plain bilinear tap would alias fine detail.
-        return frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA",
-                              threads=1).to_ndarray()  # one frame is tiny work; threads only cost memory
-    return to_rgb24(frame)
+        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA",
+                             threads=1).to_ndarray()  # one frame is tiny work; threads only cost memory
+    else:
+        rgb = to_rgb24(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that make a frame upright: phones store portrait video as
+    landscape frames plus a display matrix (MP4/MOV rotation metadata), which players honour."""
+    rotation = getattr(frame, "rotation", 0) or 0
+    return int(round(rotation / 90.0)) % 4
 
 
 # Packed 4-byte formats whose RGB bytes can be picked out directly: FFmpeg's GIF decoder gives bgra, and
