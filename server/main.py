@@ -126,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 async def serve(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status (0 after a clean drain, 1 if loading failed)."""
-    from .service import VideoQAServer
+    from .lifecycle import VideoQAServer
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

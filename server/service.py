@@ -1,4 +1,4 @@
-"""The VideoQA servicer and the server around it (health, reflection, metrics, auth, TLS, limits).
+"""The VideoQA servicer: admission, the bytes-in-flight budget, decoding, batching, responses.
 
 Request path of ``Answer``: admission (before a byte of the request is read) -> receive and parse the
 one request message -> input validation -> decode in a killable worker process (bounded by the decode
@@ -6,6 +6,9 @@ limits, the request deadline and cancellation) -> the batcher of the model servi
 Every failure maps to one status code (docs/serving.md): the caller's input -> INVALID_ARGUMENT,
 capacity -> RESOURCE_EXHAUSTED, loading/draining -> UNAVAILABLE, deadline -> DEADLINE_EXCEEDED,
 and INTERNAL only for bugs, which are logged with their traceback.
+
+Request checks live in validation.py, proto conversion in convert.py, the server around the service
+(port, TLS, health, reflection, metrics, model loading, shutdown) in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -19,31 +22,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
-from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from stqa.v1 import video_qa_pb2 as pb
+from stqa.v1 import video_qa_pb2_grpc as pb_grpc
 
-from .auth import BearerTokenInterceptor
+from . import convert
 from .batcher import Batcher, BatcherClosed, BatchResult, Expired, QueueFull
 from .config import MiB, ServerConfig
 from .metrics import ServerMetrics
+from .predictor import QueryFactory, ServedPredictor, default_query_factory
+from .validation import (
+    CheckedAnswer,
+    RequestError,
+    check_answer_request,
+    check_parsed,
+    invalid,
+    lenient_deserializer,
+)
 
 log = logging.getLogger("stqa.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoQA"].full_name  # "stqa.v1.VideoQA"
-MULTIPLE_CHOICE_CANDIDATES = 5
-
-#: proto enum value <-> the task names the Predictor uses.
-TASK_NAMES: dict[int, str] = {pb.COUNT: "count", pb.ACTION: "action", pb.TRANSITION: "transition",
-                              pb.FRAMEQA: "frameqa"}
-TASK_VALUES: dict[str, int] = {name: value for value, name in TASK_NAMES.items()}
-MULTIPLE_CHOICE_TASKS = {pb.ACTION, pb.TRANSITION}
 
 #: Trailing metadata telling a refused client when to retry (gRPC's retry policy honours it).
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -52,53 +54,6 @@ _LARGE_REQUEST_BYTES = MiB
 _TRIM_INTERVAL_S = 1.0
 # How long an admitted call may wait for its turn to be received before it is refused.
 _RECEIVE_WAIT_S = 1.0
-# Longest user input echoed back in an error message.
-_ECHO_CHARS = 80
-
-#: Loads one predictor: (checkpoint path or None for the bundled model, device) -> Predictor.
-PredictorLoader = Callable[[Path | None, str], Any]
-
-
-class RequestError(Exception):
-    """A request that ends with a non-OK status; ``message`` says what was wrong."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _clip(text: str) -> str:
-    """User input as echoed in an error: at most ``_ECHO_CHARS`` characters."""
-    from stqa.inference import clip_text
-
-    return clip_text(text, _ECHO_CHARS)
-
-
-@dataclass(frozen=True)
-class MalformedRequest:
-    """Stands in for a request whose bytes did not parse (e.g. a string field with invalid UTF-8).
-
-    gRPC would answer a deserializer exception with a generic error; passing this marker on lets the
-    handler reply INVALID_ARGUMENT with the parser's reason instead.
-    """
-
-    message_type: str
-    reason: str
-
-
-def _lenient(message_cls) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes):
-        try:
-            return message_cls.FromString(data)
-        except DecodeError as exc:
-            return MalformedRequest(message_cls.DESCRIPTOR.full_name, str(exc))
-
-    return deserialize
 
 
 class _HeldBytes:
@@ -118,27 +73,15 @@ class _HeldBytes:
 
 
 @dataclass
-class _Checked:
-    """A request that passed every check that needs no decoding."""
-
-    route: _Route
-    task: int
-    question: str
-    candidates: list[str]
-    video: bytes
-    return_attention: bool
-
-
-@dataclass
 class _Route:
     """One loaded model, its batcher and the tasks it answers."""
 
-    predictor: Any
+    predictor: ServedPredictor
     batcher: Batcher
     tasks: tuple[int, ...]
 
 
-def _predict_runner(predictor) -> Callable[[Sequence[Any]], tuple[list[Any], dict[str, float]]]:
+def _predict_runner(predictor: ServedPredictor) -> Callable[[Sequence[Any]], tuple[list[Any], dict[str, float]]]:
     """Wrap ``predictor.predict`` for the batcher: results plus per-stage seconds for the whole batch
     (``features``: the backbone; ``model``: the rest of the model), as the predictor reports them."""
 
@@ -149,19 +92,17 @@ def _predict_runner(predictor) -> Callable[[Sequence[Any]], tuple[list[Any], dic
     return run
 
 
-class VideoQAService:
-    """Implements stqa.v1.VideoQA; owns the decode pool, the batchers and the health state."""
+class VideoQAService(pb_grpc.VideoQAServicer):
+    """Implements stqa.v1.VideoQA: admission, decoding, routing to the batchers, responses.
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        metrics: ServerMetrics,
-        health_servicer: health.aio.HealthServicer,
-        query_factory: Callable[..., Any] | None = None,
-    ) -> None:
+    Owns the decode pool and the batchers; the server around it (lifecycle.VideoQAServer) owns the port,
+    health, reflection, metrics endpoint and model loading, and flips ``ready``/``draining``.
+    """
+
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics,
+                 query_factory: QueryFactory | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self.health = health_servicer
         self._query_factory = query_factory
         self._limits = config.video_limits()
         self._decode_pool = None  # the worker processes, started with start_decoders()
@@ -170,6 +111,7 @@ class VideoQAService:
             max_workers=config.max_in_flight, thread_name_prefix="stqa-decode-wait")
         self._routes: dict[int, _Route] = {}
         self._route_list: list[_Route] = []
+        self._served: dict[int, ServedPredictor] = {}  # proto task value -> its predictor, for validation
         self._in_flight = 0
         self._large_in_flight = 0
         self._bytes_in_flight = 0
@@ -190,23 +132,19 @@ class VideoQAService:
             self._decode_pool = DecodePool(self.config.decode_workers,
                                            memory_limit_bytes=self.config.decode_memory_bytes)
 
-    # -- lifecycle ------------------------------------------------------------------------------------
+    # -- set-up and tear-down (driven by lifecycle.VideoQAServer) -------------------------------------
 
-    async def set_health(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
-
-    def attach(self, predictors: Sequence[Any]) -> None:
+    def attach(self, predictors: Sequence[ServedPredictor]) -> None:
         """Route each task to the predictor serving it (a task served twice is a configuration error)."""
         routes: dict[int, _Route] = {}
         route_list = []
         for predictor in predictors:
             tasks = []
             for name in predictor.tasks:
-                if name not in TASK_VALUES:
-                    raise ValueError(f"model {predictor.model_version} serves unknown task {name!r}")
-                value = TASK_VALUES[name]
+                try:
+                    value = convert.task_value(name)
+                except ValueError:
+                    raise ValueError(f"model {predictor.model_version} serves unknown task {name!r}") from None
                 if value in routes:
                     raise ValueError(f"task {name!r} is served by two checkpoints "
                                      f"({routes[value].predictor.model_version} and {predictor.model_version})")
@@ -226,7 +164,12 @@ class VideoQAService:
             route.batcher.start()
         self._routes = routes
         self._route_list = route_list
+        self._served = {value: route.predictor for value, route in routes.items()}
         self.ready = True
+
+    def served_tasks(self) -> list[str]:
+        """Names of the tasks being served, in proto order (empty until the models are attached)."""
+        return [convert.task_name(value) for value in sorted(self._routes)]
 
     async def close(self) -> None:
         """Stop the decode workers (decodes still running end at once), finish queued model work, then
@@ -255,9 +198,9 @@ class VideoQAService:
             await self._reserve_receive(held, context)
             request = await context.read()
             if request is grpc.aio.EOF:
-                raise _invalid("no request message was sent")
+                raise invalid("no request message was sent")
             try:
-                checked = self._validate(request)
+                checked = check_answer_request(request, self._served, self.config)
             finally:
                 del request  # frees the parsed message (and its copy of the video) before decoding
             held.hold(len(checked.video))
@@ -295,8 +238,7 @@ class VideoQAService:
     async def GetModelInfo(self, request, context: grpc.aio.ServicerContext):
         code = grpc.StatusCode.OK
         try:
-            if isinstance(request, MalformedRequest):
-                raise _invalid(f"request is not a valid {request.message_type}: {request.reason}")
+            check_parsed(request)
             self._check_available()
             return self._model_info()
         except RequestError as exc:
@@ -374,51 +316,7 @@ class VideoQAService:
         self._trim_scheduled = False
         self._maybe_release_memory()
 
-    def _validate(self, request) -> _Checked:
-        """Check everything about the request that can be checked without decoding."""
-        if isinstance(request, MalformedRequest):
-            raise _invalid(f"request is not a valid {request.message_type}: {request.reason}")
-        task = request.task
-        if task == pb.TASK_UNSPECIFIED:
-            raise _invalid("task is required (COUNT, ACTION, TRANSITION or FRAMEQA)")
-        if task not in TASK_NAMES:
-            raise _invalid(f"unknown task value {task}; expected COUNT, ACTION, TRANSITION or FRAMEQA")
-        route = self._routes.get(task)
-        if route is None:
-            served = ", ".join(pb.Task.Name(t) for t in sorted(self._routes))
-            raise _invalid(f"task {pb.Task.Name(task)} is not served by this server (serves {served})")
-        question = request.question
-        if not question.strip():
-            raise _invalid("question is empty")
-        if len(question) > self.config.max_question_chars:
-            raise _invalid(f"question is {len(question)} characters; the limit is {self.config.max_question_chars}")
-        candidates = list(request.candidates)
-        if task in MULTIPLE_CHOICE_TASKS:
-            if len(candidates) != MULTIPLE_CHOICE_CANDIDATES:
-                raise _invalid(f"{pb.Task.Name(task)} needs exactly {MULTIPLE_CHOICE_CANDIDATES} candidates, "
-                               f"got {len(candidates)}")
-            for i, text in enumerate(candidates):
-                if not text.strip():
-                    raise _invalid(f"candidate {i} is empty")
-                if len(text) > self.config.max_candidate_chars:
-                    raise _invalid(f"candidate {i} is {len(text)} characters; the limit is "
-                                   f"{self.config.max_candidate_chars}")
-        elif candidates:
-            raise _invalid(f"{pb.Task.Name(task)} takes no candidates, got {len(candidates)}")
-        check_question = getattr(route.predictor, "check_question", None)
-        if check_question is not None:  # before decoding: a question the model cannot read costs nothing
-            try:
-                check_question(TASK_NAMES[task], question, candidates)
-            except ValueError as exc:
-                raise _invalid(str(exc)) from None
-        video = request.video
-        if not video:
-            raise _invalid("video is empty")
-        if len(video) > self.config.max_video_bytes:
-            raise _invalid(f"video is {len(video)} bytes; the limit is {self.config.max_video_bytes}")
-        return _Checked(route, task, question, candidates, video, bool(request.return_attention))
-
-    def _prepare(self, predictor, video: bytes, timeout_s: float, cancel: threading.Event):
+    def _prepare(self, predictor: ServedPredictor, video: bytes, timeout_s: float, cancel: threading.Event):
         """On a waiter thread: decode in a worker process, then turn the frames into the model input."""
         job = predictor.decode_job(video, self._limits)
         del video
@@ -465,7 +363,7 @@ class VideoQAService:
         if isinstance(exc, DecodeTimeout):
             if deadline_binds:
                 return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while decoding the video")
-            return _invalid(f"video rejected: decoding takes longer than decode_timeout_s="
+            return invalid(f"video rejected: decoding takes longer than decode_timeout_s="
                             f"{self.config.decode_timeout_s:g} s")
         if isinstance(exc, DecodePoolBusy):
             if deadline_binds:
@@ -474,12 +372,13 @@ class VideoQAService:
             return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"no decode worker became free within {budget:.1f} s (server overloaded)")
         if isinstance(exc, VideoError):
-            return _invalid(f"video rejected: {exc}")
+            return invalid(f"video rejected: {exc}")
         return RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
-    async def _answer(self, checked: _Checked, context: grpc.aio.ServicerContext, started: float,
-                      held: _HeldBytes):
-        route, task, question, candidates = checked.route, checked.task, checked.question, checked.candidates
+    async def _answer(self, checked: CheckedAnswer, context: grpc.aio.ServicerContext, started: float,
+                      held: _HeldBytes) -> pb.AnswerResponse:
+        route, task, question, candidates = (self._routes[checked.task.proto_value], checked.task, checked.question,
+                                             checked.candidates)
         video, checked.video = checked.video, b""  # the one copy of the video; it goes once decoded
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
@@ -495,7 +394,7 @@ class VideoQAService:
         decode_s = time.perf_counter() - decode_started
         self.metrics.stage_latency.labels(stage="decode").observe(decode_s)
 
-        query = self._make_query(task=TASK_NAMES[task], question=question, video=prepared, candidates=candidates)
+        query = self._make_query(task=task.name, question=question, video=prepared, candidates=candidates)
         try:
             result: BatchResult = await route.batcher.submit(query, deadline)
         except QueueFull as exc:
@@ -506,202 +405,47 @@ class VideoQAService:
         except BatcherClosed as exc:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except ValueError as exc:  # the predictor rejected this query (after isolating it from its batch)
-            raise _invalid(str(exc)) from None
+            raise invalid(str(exc)) from None
         self.metrics.stage_latency.labels(stage="queue").observe(result.queue_s)
         for stage, seconds in result.stage_s.items():
             self.metrics.stage_latency.labels(stage=stage).observe(seconds)
-        return self._response(checked.return_attention, task, prepared, result, decode_s, started, route)
-
-    def _make_query(self, **fields):
-        if self._query_factory is None:
-            from stqa.inference import Query
-
-            self._query_factory = Query
-        return self._query_factory(**fields)
-
-    def _response(self, return_attention: bool, task: int, prepared, result: BatchResult, decode_s: float, started: float,
-                  route: _Route):
-        prediction = result.value
-        frame_indices = [int(i) for i in prepared.frame_indices]
-        n_valid = len(frame_indices)
-        response = pb.AnswerResponse(
-            answer=str(prediction.answer),
-            answer_index=int(prediction.answer_index),
-            count=float(prediction.count) if prediction.count is not None else 0.0,
-            confidence=float(prediction.confidence),
-            top_k=[pb.AnswerScore(text=str(text), score=float(score)) for text, score in prediction.top_k],
-            frame_indices=frame_indices,
-            model_version=str(route.predictor.model_version),
-            task=task,
-        )
-        if return_attention:
-            if prediction.temporal_attention is None or prediction.spatial_attention is None:
-                raise RuntimeError("the predictor returned no attention although the model has it")
-            temporal = np.asarray(prediction.temporal_attention, dtype=np.float32)[:n_valid]
-            spatial = np.asarray(prediction.spatial_attention, dtype=np.float32)[:n_valid]
-            grid = spatial.shape[-1] if spatial.ndim == 3 else 0
-            if temporal.shape != (n_valid,) or spatial.shape != (n_valid, grid, grid) or grid == 0:
-                raise RuntimeError(f"attention shapes {temporal.shape}, {spatial.shape} do not match "
-                                   f"{n_valid} sampled frames")
-            response.temporal_attention.extend(temporal.tolist())
-            response.spatial_attention.extend(spatial.reshape(-1).tolist())
-            response.attention_grid = grid
-        stages = result.stage_s
-        t = response.timings
-        t.decode_ms = decode_s * 1000.0
-        t.queue_ms = result.queue_s * 1000.0
-        t.features_ms = stages.get("features", 0.0) * 1000.0
-        t.model_ms = stages.get("model", 0.0) * 1000.0
-        t.total_ms = (time.perf_counter() - started) * 1000.0
+        response = convert.answer_response(result.value, task=task.proto_value, frame_indices=prepared.frame_indices,
+                                           model_version=route.predictor.model_version,
+                                           return_attention=checked.return_attention)
+        convert.fill_timings(response.timings, decode_s=decode_s, queue_s=result.queue_s, stage_s=result.stage_s,
+                             total_s=time.perf_counter() - started)
         return response
 
-    def _model_info(self):
+    def _make_query(self, **fields: Any) -> Any:
+        if self._query_factory is None:
+            self._query_factory = default_query_factory()
+        return self._query_factory(**fields)
+
+    def _model_info(self) -> pb.ModelInfo:
         from stqa import __version__
 
-        c = self.config
-        info = pb.ModelInfo(
-            tasks=sorted(self._routes),
-            limits=pb.Limits(
-                max_message_bytes=c.max_message_bytes, max_video_bytes=c.max_video_bytes,
-                max_pixels=c.max_pixels, max_frames=c.max_frames, max_duration_s=c.max_duration_s,
-                decode_timeout_s=c.decode_timeout_s, max_question_chars=c.max_question_chars,
-                max_in_flight=c.max_in_flight, max_queue=c.max_queue, max_bytes_in_flight=c.max_bytes_in_flight, max_batch_size=c.max_batch_size,
-                max_batch_delay_ms=c.max_batch_delay_ms, max_aspect_ratio=c.max_aspect_ratio,
-                max_decoded_pixels=c.max_decoded_pixels, decode_memory_bytes=c.decode_memory_bytes,
-            ),
-            server_version=__version__,
-        )
-        for route in self._route_list:
-            predictor = route.predictor
-            spec = predictor.spec
-            vocab = getattr(predictor, "answer_vocab", None) or ()
-            info.models.append(pb.ServedModel(
-                tasks=list(route.tasks), model_version=str(predictor.model_version),
-                spec=pb.FeatureSpec(backbone=str(spec.backbone), channels=int(spec.channels),
-                                    num_frames=int(spec.num_frames), policy=str(spec.policy),
-                                    image_size=int(spec.image_size)),
-                answer_vocab_size=len(vocab) if pb.FRAMEQA in route.tasks else 0,
-            ))
-        first = self._routes[min(self._routes)]
-        info.model_version = str(first.predictor.model_version)
-        info.spec.CopyFrom(info.models[self._route_list.index(first)].spec)
-        return info
+        return convert.model_info(self.config, ((route.tasks, route.predictor) for route in self._route_list),
+                                  __version__)
 
 
 def add_video_qa_service(server: grpc.aio.Server, service: VideoQAService) -> None:
     """Register the service with deserializers that turn unparsable requests into INVALID_ARGUMENT.
 
-    Not the generated ``add_VideoQAServicer_to_server``: Answer is registered stream-unary, so that its
-    handler runs (and admits or refuses the call) before the request message is received; the wire
-    format is the same, and clients call it as the unary RPC the proto declares.
+    Not the generated ``add_VideoQAServicer_to_server`` (grpc's examples use it), for two reasons that
+    change what a caller sees: Answer is registered stream-unary, so that its handler runs (and admits or
+    refuses the call) before the request message is received, where the generated unary handler would
+    only run once gRPC had buffered and parsed the whole video; and both methods parse with
+    ``lenient_deserializer``, so a malformed message gets INVALID_ARGUMENT with the parser's reason, not
+    gRPC's generic deserialization error. The wire format is the same: clients call both RPCs as the
+    unary RPCs the proto declares.
     """
     handlers = {
         "Answer": grpc.stream_unary_rpc_method_handler(
-            service.Answer, request_deserializer=_lenient(pb.AnswerRequest),
+            service.Answer, request_deserializer=lenient_deserializer(pb.AnswerRequest),
             response_serializer=pb.AnswerResponse.SerializeToString),
         "GetModelInfo": grpc.unary_unary_rpc_method_handler(
-            service.GetModelInfo, request_deserializer=_lenient(pb.GetModelInfoRequest),
+            service.GetModelInfo, request_deserializer=lenient_deserializer(pb.GetModelInfoRequest),
             response_serializer=pb.ModelInfo.SerializeToString),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-
-def default_loader(path: Path | None, device: str):
-    """Load one checkpoint (None: the bundled model) with the project's Predictor."""
-    from stqa.inference import Predictor
-
-    return Predictor.load(path, device=device)
-
-
-class VideoQAServer:
-    """One running server: gRPC port (+ health, reflection), metrics port, model loading, shutdown."""
-
-    def __init__(self, config: ServerConfig, loader: PredictorLoader = default_loader,
-                 query_factory: Callable[..., Any] | None = None) -> None:
-        self.config = config
-        self.metrics = ServerMetrics()
-        self._loader = loader
-        self._health = health.aio.HealthServicer()
-        self.service = VideoQAService(config, self.metrics, self._health, query_factory)
-        self._server: grpc.aio.Server | None = None
-        self._load_task: asyncio.Task | None = None
-        self.port: int | None = None
-        self.metrics_port: int | None = None
-
-    async def start(self) -> int:
-        """Bind and start serving (health NOT_SERVING); model loading continues in the background.
-
-        Returns the bound gRPC port (useful with ``port=0``). Raises OSError when a port cannot be bound
-        or the TLS files cannot be read.
-        """
-        c = self.config
-        interceptors = [BearerTokenInterceptor(c.auth_token, self.metrics)] if c.auth_token else []
-        server = grpc.aio.server(interceptors=interceptors, options=c.grpc_options(),
-                                 maximum_concurrent_rpcs=c.max_concurrent_rpcs)
-        add_video_qa_service(server, self.service)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if c.reflection:
-            from grpc_reflection.v1alpha import reflection
-
-            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                                server)
-        address = f"{c.host}:{c.port}"
-        try:
-            if c.tls_cert is not None:
-                key_pem, cert_pem = Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes()
-                port = server.add_secure_port(address, grpc.ssl_server_credentials([(key_pem, cert_pem)]))
-            else:
-                port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
-            raise OSError(f"cannot listen on {address}: {exc}") from None
-        await self.service.set_health(False)
-        self.service.start_decoders()
-        await server.start()
-        self._server = server
-        self.port = port
-        if c.metrics_port is not None:
-            try:
-                self.metrics_port = self.metrics.serve_http(c.metrics_host, c.metrics_port)
-            except OSError as exc:
-                await server.stop(0)
-                self._server = None
-                await self.service.close()
-                raise OSError(f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {exc}") from None
-        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="stqa-load")
-        return port
-
-    async def _load(self) -> None:
-        loop = asyncio.get_running_loop()
-        paths: list[Path | None] = list(self.config.checkpoints) or [None]
-        predictors = []
-        for path in paths:
-            predictor = await loop.run_in_executor(None, self._loader, path, self.config.device)
-            log.info("loaded %s: tasks %s, version %s", path or "the bundled model",
-                     ", ".join(predictor.tasks), predictor.model_version)
-            predictors.append(predictor)
-        self.service.attach(predictors)
-        if not self.service.draining:
-            await self.service.set_health(True)
-
-    def service_tasks(self) -> list[str]:
-        """Names of the tasks being served (empty until the models are loaded)."""
-        return [TASK_NAMES[t] for t in sorted(self.service._routes)]
-
-    async def wait_ready(self) -> None:
-        """Wait until the models are loaded and serving; re-raises a loading failure."""
-        assert self._load_task is not None, "start() first"
-        await self._load_task
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` s."""
-        grace = self.config.grace_s if grace is None else grace
-        self.service.draining = True
-        await self._health.enter_graceful_shutdown()
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
-        await self.service.close()
-        self.metrics.close()

@@ -17,18 +17,17 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable
-from typing import Any
 
 from .config import ServerConfig
-from .service import PredictorLoader, VideoQAServer, default_loader
+from .lifecycle import VideoQAServer
+from .predictor import PredictorLoader, QueryFactory, default_loader
 
 
 class ServerThread:
     """``with ServerThread(config) as s: ... s.port ...``: a started, ready server; stopped on exit."""
 
     def __init__(self, config: ServerConfig, loader: PredictorLoader = default_loader,
-                 query_factory: Callable[..., Any] | None = None, ready_timeout_s: float = 120.0) -> None:
+                 query_factory: QueryFactory | None = None, ready_timeout_s: float = 120.0) -> None:
         self.config = config
         self._loader = loader
         self._query_factory = query_factory

@@ -16,6 +16,29 @@ BUNDLED = ROOT / "stqa" / "assets" / "default"
 CANDIDATES = ["jump", "spin", "grow", "shrink", "vanish"]
 
 
+def protocol_mismatches(obj: object, protocol: type) -> list[str]:
+    """What ``obj`` lacks of ``protocol`` (a ``typing.Protocol``): missing members, and methods whose
+    parameter names differ from the protocol's (``isinstance`` on a runtime-checkable protocol only
+    checks that the names exist)."""
+    import inspect
+
+    members = {name for name in vars(protocol) if not name.startswith("_")}
+    members |= set(getattr(protocol, "__annotations__", {}))
+    problems = []
+    for name in sorted(members):
+        if not hasattr(obj, name):
+            problems.append(f"missing {name}")
+            continue
+        declared = inspect.getattr_static(protocol, name)
+        if isinstance(declared, property) or not callable(declared):
+            continue
+        want = [p for p in inspect.signature(declared).parameters if p != "self"]
+        got = list(inspect.signature(getattr(obj, name)).parameters)
+        if got != want:
+            problems.append(f"{name}{tuple(got)} should take {tuple(want)}")
+    return problems
+
+
 @functools.lru_cache(maxsize=1)
 def _workdir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="stqa-server-tests-"))

@@ -1,4 +1,5 @@
-"""The fused attention-pooling op (torch.ops.stqa.attention_pool) on CPU against the reference."""
+"""The fused attention-pooling op (torch.ops.stqa.attention_pool) against the reference: on the CPU, and
+the tests parametrized with cpu_and_cuda() on a GPU too (GPU-only checks: test_ops_cuda.py)."""
 
 from __future__ import annotations
 
@@ -9,50 +10,12 @@ import textwrap
 
 import pytest
 import torch
+from op_helpers import cpu_and_cuda, make_inputs, rel_err, scale_for
 
 import stqa
 from stqa.ops import attention_pool, reference, spatial_attention, temporal_attention
 
 SCORES = ["additive", "dot", "cosine"]
-
-
-def make_inputs(B, R, L, C, K, score, dtype=torch.float32, mask="random", seed=0, device="cpu"):
-    """Fresh random inputs (never zeros); mask: None | "random" | "holes" (random + fully masked rows).
-
-    Every row has a valid position except the "holes": at most a third of the rows (none below 3 rows),
-    so that a comparison always sees real outputs and gradients in most rows (asserted).
-    """
-    g = torch.Generator().manual_seed(seed)
-    values = torch.randn(B, R, L, C, generator=g, dtype=torch.float64)
-    keys = torch.randn(B, R, L, K, generator=g, dtype=torch.float64)
-    query = torch.randn(B, K, generator=g, dtype=torch.float64)
-    weight = torch.randn(K, generator=g, dtype=torch.float64) if score == "additive" else None
-    m = None
-    if mask is not None:
-        m = torch.rand(B, R, L, generator=g) > 0.35
-        if L > 0:
-            m[..., 0] |= torch.rand(B, R, generator=g) > 0.5  # vary where the first valid position is
-            # a row the draw left empty gets one valid position, at a random place
-            flat = m.view(B * R, L)
-            empty = (~flat.any(-1)).nonzero().flatten()
-            flat[empty, torch.randint(L, (len(empty),), generator=g)] = True
-        if mask == "holes":
-            for b, r in [(0, 0), (B - 1, R - 1)][: (B * R) // 3]:
-                m[b, r] = False
-        if B * R > 0 and L > 0:
-            assert 2 * int(m.any(-1).sum()) > B * R, "most rows must have a valid position"
-    cast = [t.to(device=device, dtype=dtype) if t is not None else None for t in (values, keys, query, weight)]
-    return (*cast, None if m is None else m.to(device))
-
-
-def cpu_and_cuda():
-    """The devices an op test runs on (torchvision's pattern): CUDA only where there is one."""
-    return ("cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA device")]))
-
-
-def scale_for(score):
-    return 1.0 if score == "additive" else 0.75
 
 
 def run_both(inputs, score, impl_dtype=None):
@@ -78,15 +41,12 @@ def run_both(inputs, score, impl_dtype=None):
     return results
 
 
-def rel_err(actual, expected):
-    actual, expected = actual.double(), expected.double()
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
-
-
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("mask", [None, "random", "holes"])
-def test_gradcheck_fp64(score, mask):
-    values, keys, query, weight, m = make_inputs(2, 3, 5, 4, 3, score, dtype=torch.float64, mask=mask)
+def test_gradcheck_fp64(device, score, mask):
+    values, keys, query, weight, m = make_inputs(2, 3, 5, 4, 3, score, dtype=torch.float64, mask=mask,
+                                                 device=device)
     tensors = [t.requires_grad_() for t in (values, keys, query, weight) if t is not None]
 
     def fn(*ts):

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import CANDIDATES, model_checkpoint, sample_videos
+from helpers import CANDIDATES, model_checkpoint, protocol_mismatches, sample_videos
 from PIL import Image
 from stqa.server import testing
 
@@ -61,6 +61,16 @@ def zero_frame_video(tmp_dir: Path) -> bytes:
 
 
 # -- tests ------------------------------------------------------------------------------------------------
+
+def test_the_predictor_is_what_the_server_serves():
+    from stqa.server.predictor import ServedPredictor, default_loader
+
+    from stqa.inference import Predictor
+
+    predictor = default_loader(model_checkpoint(), "cpu")
+    assert isinstance(predictor, Predictor) and isinstance(predictor, ServedPredictor)
+    assert protocol_mismatches(predictor, ServedPredictor) == []
+
 
 @pytest.fixture(scope="module")
 def server():

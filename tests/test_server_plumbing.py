@@ -18,9 +18,11 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import protocol_mismatches
 from PIL import Image
 from stqa.server.batcher import Batcher, Expired, QueueFull
 from stqa.server.config import ServerConfig
+from stqa.server.predictor import ServedPredictor
 from stqa.server.testing import ServerThread
 
 from stqa.v1 import video_qa_pb2 as pb
@@ -60,6 +62,11 @@ class FakePredictor:
     def prepare_decoded(self, decoded):
         return SimpleNamespace(frame_indices=[int(i) for i in decoded.indices], n_frames=decoded.n_frames)
 
+    def check_question(self, task, question, candidates):
+        # Like the real one (no token the tokenizer keeps), reduced to "no letter or digit at all".
+        if not any(ch.isalnum() for ch in question):
+            raise ValueError(f"question {question!r} has no words the model can read")
+
     def predict(self, queries, timings=None):
         self.entered.set()
         self.gate.wait(30)
@@ -80,6 +87,21 @@ class FakePredictor:
                 confidence=0.9, top_k=[("cat", 0.9), ("dog", 0.1)], temporal_attention=temporal,
                 spatial_attention=np.full((NUM_FRAMES, 7, 7), 1 / 49, np.float32)))
         return out
+
+
+def test_the_fake_predictor_is_a_served_predictor():
+    assert isinstance(FakePredictor(), ServedPredictor)
+    assert protocol_mismatches(FakePredictor(), ServedPredictor) == []
+    # the check has teeth: a double without check_question, or with other parameters, is caught
+    assert protocol_mismatches(SimpleNamespace(**{k: getattr(FakePredictor(), k) for k in ("tasks", "spec")}),
+                               ServedPredictor)[:2] == ["missing answer_vocab", "missing check_question"]
+
+    class Renamed(FakePredictor):
+        def predict(self, batch, timings=None):
+            return []
+
+    assert protocol_mismatches(Renamed(), ServedPredictor) == ["predict('batch', 'timings') should take "
+                                                              "('queries', 'timings')"]
 
 
 def query(question: str, task: str = "frameqa"):
@@ -261,6 +283,7 @@ def test_invalid_utf8_question_is_invalid_argument(fake_server):
     (dict(video=b"x", question="q", task=pb.ACTION, candidates=["a", "b", "", "d", "e"]), "candidate 2"),
     (dict(video=b"x", question="q"), "task is required"),
     (dict(video=b"x", question="q", task=9), "unknown task"),
+    (dict(video=b"x", question="?!", task=pb.FRAMEQA), "has no words the model can read"),
     (dict(video=b"x" * (1024 * 1024 + 1), question="q", task=pb.COUNT), "the limit is 1048576"),
 ])
 def test_bad_requests_are_invalid_argument(fake_server, request_fields, expected):
