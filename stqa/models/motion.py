@@ -78,7 +78,7 @@ class MotionBackbone(nn.Module):
         pooled = volume.amax(dim=2) if self.time_pool == "max" else volume.mean(dim=2)
         return pooled.permute(0, 2, 3, 1).contiguous()
 
-    def checkpoint_state(self, state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    def state_from_file(self, state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
         """The part of a weights file this module holds (identity here; C3D drops its fc layers)."""
         return state
 
@@ -203,7 +203,7 @@ class C3D(MotionBackbone):
         x = self.pool(r(self.conv4b(r(self.conv4a(x)))))
         return r(self.conv5b(r(self.conv5a(x))))
 
-    def checkpoint_state(self, state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    def state_from_file(self, state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
         """Drop ``fc6``-``fc8`` after checking their shapes (so a file of another C3D variant, e.g. one
         with a 4608-wide fc6 or 101 classes, is refused rather than silently accepted)."""
         conv = {}
@@ -251,7 +251,7 @@ def read_motion_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_motion_weights(backbone: MotionBackbone, path: str | os.PathLike) -> MotionBackbone:
     """Load a local weights file into ``backbone`` strictly: every missing key, unexpected key and
     shape mismatch is named in one ``ValueError`` that starts with the file path."""
-    state = backbone.checkpoint_state(read_motion_state_dict(path), path)
+    state = backbone.state_from_file(read_motion_state_dict(path), path)
     own = backbone.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
