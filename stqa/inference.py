@@ -29,14 +29,13 @@ from stqa.checkpoint import (
     load_checkpoint,
 )
 from stqa.data.dataset import MAX_QUESTION_LEN, encode_question, pack_questions
+from stqa.data.tgifqa import Vocab, tokenize
 from stqa.models.encode import encode_frames
 from stqa.models.stvqa import STVQA, ModelConfig
 
 
 def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu"):
     """(model in eval mode, word vocab, answer vocab or None, FeatureSpec) from a loaded checkpoint."""
-    from stqa.data.tgifqa import Vocab
-
     try:
         model_cfg = ModelConfig.from_dict(ckpt.config["model"])
         word_vocab = Vocab.from_dict(ckpt.config["word_vocab"])
@@ -127,6 +126,7 @@ class Predictor:
     def decode_job(self, video: bytes, limits=None):
         """The :class:`stqa.video.pool.DecodeJob` that decodes ``video`` for this model: its T, sampling
         policy, and frames shrunk to its input scale while decoding (the server runs it in a worker)."""
+        # PyAV and the decode pool: only when this process decodes video (not for feature-only use).
         from stqa.video.decode import VideoLimits
         from stqa.video.pool import DecodeJob
 
@@ -136,7 +136,7 @@ class Predictor:
 
     def prepare_decoded(self, decoded) -> PreparedVideo:
         """Sampled frames (a :class:`stqa.video.DecodedVideo`) -> the normalised, padded model input."""
-        from stqa.video.transforms import frames_to_tensor, pad_clip
+        from stqa.video.transforms import frames_to_tensor, pad_clip  # with the decoders, as above
 
         frames = frames_to_tensor(decoded.frames, int(self.spec.image_size))
         padded, mask = pad_clip(frames, self.num_frames)
@@ -150,7 +150,7 @@ class Predictor:
 
         Raises the :mod:`stqa.video` ``VideoError`` subclasses for undecodable or over-limit input.
         """
-        from stqa.video.decode import VideoLimits, decode_video
+        from stqa.video.decode import VideoLimits, decode_video  # PyAV: as in decode_job
 
         self._check_raw_video_input()
         decoded = decode_video(source, self.num_frames, limits=limits or VideoLimits(), policy=self.spec.policy,
@@ -167,8 +167,6 @@ class Predictor:
     def check_question(self, task: str, question: str, candidates: list[str] = ()) -> None:
         """Raise ValueError if the question (or a candidate) has no token this model can read; cheap, so
         the server checks it before spending a decode on the request."""
-        from stqa.data.tgifqa import tokenize
-
         for text in tasks.get(task).question_texts(question, candidates):
             if not tokenize(text):
                 raise ValueError(f"question {clip_text(question)!r} has no words the model can read")

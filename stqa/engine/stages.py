@@ -19,6 +19,7 @@ from stqa.data import tgifqa
 from stqa.data.dataset import FeatureClips, FrameClips, QADataset, make_step_batch, training_schedule
 from stqa.engine.config import TrainConfig
 from stqa.inference import model_from_checkpoint
+from stqa.models.backbone import build_backbone
 from stqa.models.encode import encode_clips
 from stqa.models.stvqa import STVQA, ModelConfig, MultiTaskStep, task_loss
 from stqa.progress import progress
@@ -103,8 +104,6 @@ def build_vocabularies(train: dict[str, list]) -> tuple[tgifqa.Vocab, tgifqa.Voc
 
 def frame_spec(cfg: TrainConfig) -> FeatureSpec:
     """The feature spec of end-to-end training on decoded videos (the backbone's channels)."""
-    from stqa.models.backbone import build_backbone
-
     channels = int(build_backbone(cfg.backbone).out_channels)
     return FeatureSpec(backbone=cfg.backbone, channels=channels, num_frames=int(cfg.num_frames),
                        policy=cfg.policy, image_size=int(cfg.image_size))
