@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=40, help="synthetic videos to render (default %(default)s)")
     args = parser.parse_args(argv)
 
+    from stqa.checkpoint import BUNDLED_MODEL, is_checkpoint
     from stqa.client import VideoQAClient, save_picture
-    from stqa.inference import BUNDLED_MODEL
 
-    if args.checkpoint is None and not (BUNDLED_MODEL / "config.json").is_file():
+    if args.checkpoint is None and not is_checkpoint(BUNDLED_MODEL):
         raise SystemExit(f"demo: the bundled model is missing from {BUNDLED_MODEL}; run `make model` first "
                          "(or pass --checkpoint)")
     ckpt_flags = ["--checkpoint", str(args.checkpoint)] if args.checkpoint is not None else []

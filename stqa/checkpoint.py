@@ -1,5 +1,9 @@
 """Self-describing checkpoints: a directory with safetensors weights and JSON metadata, never pickle.
 
+This module owns the checkpoint layout (the file names below, :data:`BUNDLED_MODEL`) and the feature
+spec a checkpoint records and must match (:class:`FeatureSpec`, :func:`check_spec`); other modules ask
+it (:func:`is_checkpoint`, :func:`read_config`) instead of naming the files.
+
 Layout of a checkpoint directory::
 
     model.safetensors      the model's state dict
@@ -19,8 +23,10 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +35,45 @@ from safetensors.torch import load_file, save_file
 FORMAT = "stqa-checkpoint"
 FORMAT_VERSION = 1
 SPEC_FIELDS = ("backbone", "channels", "num_frames", "policy", "image_size")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_META_FILE = "optimizer.json"
+#: The bundled default model, shipped in the package (``make model`` writes it).
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a clip's features are (backbone, channels, T, sampling policy, input size): a feature file
+    and a checkpoint both record it, and a checkpoint must match the data it reads."""
+
+    backbone: str
+    channels: int
+    num_frames: int
+    policy: str
+    image_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> FeatureSpec:
+        missing = [f for f in SPEC_FIELDS if f not in data]
+        if missing:
+            raise ValueError(f"feature spec is missing {missing}")
+        return cls(backbone=str(data["backbone"]), channels=int(data["channels"]),
+                   num_frames=int(data["num_frames"]), policy=str(data["policy"]),
+                   image_size=int(data["image_size"]))
+
+
+def spec_differences(a: FeatureSpec | Mapping, b: FeatureSpec | Mapping) -> list[tuple[str, Any, Any]]:
+    """``(field, a's value, b's value)`` for every spec field present in both that differs: the one
+    comparison of feature specs (checkpoint vs data, feature file vs extraction run)."""
+    mine = a.to_dict() if isinstance(a, FeatureSpec) else a
+    theirs = b.to_dict() if isinstance(b, FeatureSpec) else b
+    return [(name, mine[name], theirs[name]) for name in SPEC_FIELDS
+            if name in mine and name in theirs and mine[name] != theirs[name]]
 
 
 class CheckpointError(RuntimeError):
@@ -104,18 +149,18 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         meta = dict(config)
         meta["format"] = FORMAT
         meta["format_version"] = FORMAT_VERSION
-        meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        meta["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if optimizer_state is not None:
             tensors, opt_meta = _optimizer_to_flat(optimizer_state)
             if rng_state is not None:
                 tensors["rng.torch"] = rng_state.detach().cpu().contiguous()
-            save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={"format": FORMAT})
-            (tmp / "optimizer.json").write_text(json.dumps(opt_meta, indent=2) + "\n")
+            save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
+            (tmp / OPTIMIZER_META_FILE).write_text(json.dumps(opt_meta, indent=2) + "\n")
         for f in tmp.iterdir():
             os.chmod(f, 0o644)  # mkstemp-style 0600 would hide the weights from a server running as another user
             with open(f, "rb") as fh:
@@ -134,12 +179,28 @@ def save_checkpoint(
     return directory
 
 
+def is_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a checkpoint's metadata (a finished save writes it with the weights)."""
+    return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def read_config(directory: str | Path) -> dict:
+    """A checkpoint's metadata (``config.json``) without loading or checking the weights: a cheap peek,
+    e.g. at which backbone it trained. Raises OSError or ValueError when unreadable."""
+    return json.loads((Path(directory) / CONFIG_FILE).read_text())
+
+
+def config_path(directory: str | Path) -> Path:
+    """Where a checkpoint's metadata lives, for messages about it."""
+    return Path(directory) / CONFIG_FILE
+
+
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """A checkpoint directory, or a training run directory (its ``best/`` checkpoint)."""
     path = Path(path)
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+    if is_checkpoint(path) and (path / WEIGHTS_FILE).is_file():
         return path
-    if (path / "best" / "config.json").is_file():
+    if is_checkpoint(path / "best"):
         return path / "best"
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -152,17 +213,17 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     """Read a checkpoint directory (no code is ever unpickled). Raises :class:`CheckpointError`."""
     directory = resolve_checkpoint_dir(path)
     try:
-        config = json.loads((directory / "config.json").read_text())
+        config = read_config(directory)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{directory / 'config.json'} is unreadable or not valid JSON: {err}") from err
+        raise CheckpointError(f"{config_path(directory)} is unreadable or not valid JSON: {err}") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / 'config.json'} is not an {FORMAT} config (format field missing)")
+        raise CheckpointError(f"{config_path(directory)} is not an {FORMAT} config (format field missing)")
     if int(config.get("format_version", -1)) > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format version {config.get('format_version')} is newer than this stqa supports "
             f"({FORMAT_VERSION})"
         )
-    weights_path = directory / "model.safetensors"
+    weights_path = directory / WEIGHTS_FILE
     sha = file_sha256(weights_path)
     expected = config.get("weights_sha256")
     if expected and expected != sha:
@@ -175,12 +236,12 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {err}") from err
     ckpt = Checkpoint(path=directory, config=config, state_dict=state_dict, weights_sha256=sha)
     if with_optimizer:
-        opt_path = directory / "optimizer.safetensors"
+        opt_path = directory / OPTIMIZER_FILE
         if not opt_path.is_file():
             raise CheckpointError(f"{directory} has no optimizer state (optimizer.safetensors) to resume from")
         try:
             tensors = load_file(str(opt_path))
-            opt_meta = json.loads((directory / "optimizer.json").read_text())
+            opt_meta = json.loads((directory / OPTIMIZER_META_FILE).read_text())
             ckpt.rng_state = tensors.pop("rng.torch", None)
             ckpt.optimizer = _optimizer_from_flat(tensors, opt_meta)
         except (SafetensorError, OSError, ValueError, KeyError) as err:
@@ -188,12 +249,10 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     return ckpt
 
 
-def check_spec(checkpoint_spec: dict, data_spec: dict, what: str = "the data") -> None:
+def check_spec(checkpoint_spec: FeatureSpec | Mapping, data_spec: FeatureSpec | Mapping,
+               what: str = "the data") -> None:
     """Fail with a message naming every field where the checkpoint's feature spec and the data's differ."""
-    diffs = [
-        f"{name}: checkpoint {checkpoint_spec.get(name)!r} vs {what} {data_spec.get(name)!r}"
-        for name in SPEC_FIELDS
-        if name in checkpoint_spec and name in data_spec and checkpoint_spec.get(name) != data_spec.get(name)
-    ]
+    diffs = [f"{name}: checkpoint {mine!r} vs {what} {theirs!r}"
+             for name, mine, theirs in spec_differences(checkpoint_spec, data_spec)]
     if diffs:
         raise CheckpointError("feature spec mismatch (" + "; ".join(diffs) + ")")

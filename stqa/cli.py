@@ -22,8 +22,8 @@ import traceback
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("stqa.data.synth", "render the synthetic spatio-temporal QA benchmark (GIFs + TGIF-QA files)"),
     "extract": ("stqa.data.extract", "decode videos, sample frames, write backbone features to HDF5"),
-    "train": ("stqa.train", "train an ST-VQA model"),
-    "evaluate": ("stqa.evaluate", "score a checkpoint on a TGIF-QA style split"),
+    "train": ("stqa.engine.trainer", "train an ST-VQA model"),
+    "evaluate": ("stqa.evaluation.command", "score a checkpoint on a TGIF-QA style split"),
     "serve": ("stqa.server.main", "run the gRPC VideoQA service"),
     "ask": ("stqa.client", "ask the gRPC service a question about a video"),
 }

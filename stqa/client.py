@@ -14,23 +14,22 @@ from pathlib import Path
 
 import grpc
 
+from stqa import tasks
 from stqa.server.config import AUTH_TOKEN_ENV, read_token
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 80 * 1024 * 1024
-TASKS = ("count", "action", "transition", "frameqa")
 
 
 def task_value(task: str | int) -> int:
-    """Task name ("count", ...) or proto enum value -> proto enum value."""
+    """Task name ("count", ...; any case) or proto enum value -> proto enum value."""
     if isinstance(task, int):
         return task
-    try:
-        return pb.Task.Value(task.upper())
-    except ValueError:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}") from None
+    if not isinstance(task, str) or task.lower() not in tasks.TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(tasks.TASK_NAMES)}")
+    return tasks.get(task.lower()).proto_value
 
 
 class VideoQAClient:
@@ -132,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``stqa ask``."""
     parser.add_argument("video", type=Path, help="video file (GIF, MP4, WebM, ...)")
     parser.add_argument("question", help="the question, in quotes")
-    parser.add_argument("--task", choices=TASKS, default=None,
+    parser.add_argument("--task", choices=tasks.TASK_NAMES, default=None,
                         help="which task answers (default: frameqa, or required with --candidates)")
     parser.add_argument("--candidates", nargs="+", default=[], metavar="TEXT",
                         help="the 5 answer candidates of an action/transition question")

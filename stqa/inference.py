@@ -18,25 +18,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stqa.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from stqa.models.stvqa import MC_TASKS, NUM_CANDIDATES, STVQA, ModelConfig
-
-BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default"
-TOP_K = 5
+from stqa import tasks
+from stqa.checkpoint import (
+    BUNDLED_MODEL,
+    Checkpoint,
+    CheckpointError,
+    FeatureSpec,
+    config_path,
+    is_checkpoint,
+    load_checkpoint,
+)
+from stqa.data.dataset import MAX_QUESTION_LEN, encode_question, pack_questions
+from stqa.data.tgifqa import Vocab, tokenize
+from stqa.models.encode import encode_frames
+from stqa.models.stvqa import STVQA, ModelConfig
 
 
 def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu"):
     """(model in eval mode, word vocab, answer vocab or None, FeatureSpec) from a loaded checkpoint."""
-    from stqa.data.features import FeatureSpec
-    from stqa.data.tgifqa import Vocab
-
     try:
         model_cfg = ModelConfig.from_dict(ckpt.config["model"])
         word_vocab = Vocab.from_dict(ckpt.config["word_vocab"])
         answer_vocab = Vocab.from_dict(ckpt.config["answer_vocab"]) if ckpt.config.get("answer_vocab") else None
         spec = FeatureSpec(**ckpt.config["feature_spec"])
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{ckpt.path / 'config.json'} is incomplete or invalid: {err}") from err
+        raise CheckpointError(f"{config_path(ckpt.path)} is incomplete or invalid: {err}") from err
     model = STVQA(model_cfg)
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
@@ -88,19 +94,10 @@ def clip_text(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def count_confidence(raw: float) -> float:
-    """How far the regression value is from a rounding boundary: 1 at an integer, 0 half-way between
-    two (values outside [1, 10] clip to the end points, so they count as certain there)."""
-    clipped = min(max(raw, 1.0), 10.0)
-    return float(max(0.0, 1.0 - 2.0 * abs(clipped - round(clipped))))
-
-
 class Predictor:
     """Answers questions about videos with a trained ST-VQA checkpoint."""
 
     def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu") -> None:
-        from stqa.data.dataset import MAX_QUESTION_LEN
-
         self.device = torch.device(device)
         self.model, self.word_vocab, self.answer_vocab, self.spec = model_from_checkpoint(ckpt, self.device)
         if self.model.backbone is not None:  # this model only ever runs forwards
@@ -121,7 +118,7 @@ class Predictor:
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Predictor:
         """Load a checkpoint directory (or run directory); None = the bundled default model."""
         if path is None:
-            if not (BUNDLED_MODEL / "config.json").is_file():
+            if not is_checkpoint(BUNDLED_MODEL):
                 raise CheckpointError(f"the bundled model is missing from {BUNDLED_MODEL} (run `make model`)")
             path = BUNDLED_MODEL
         return cls(load_checkpoint(path), device)
@@ -129,6 +126,7 @@ class Predictor:
     def decode_job(self, video: bytes, limits=None):
         """The :class:`stqa.video.pool.DecodeJob` that decodes ``video`` for this model: its T, sampling
         policy, and frames shrunk to its input scale while decoding (the server runs it in a worker)."""
+        # PyAV and the decode pool: only when this process decodes video (not for feature-only use).
         from stqa.video.decode import VideoLimits
         from stqa.video.pool import DecodeJob
 
@@ -138,7 +136,7 @@ class Predictor:
 
     def prepare_decoded(self, decoded) -> PreparedVideo:
         """Sampled frames (a :class:`stqa.video.DecodedVideo`) -> the normalised, padded model input."""
-        from stqa.video.transforms import frames_to_tensor, pad_clip
+        from stqa.video.transforms import frames_to_tensor, pad_clip  # with the decoders, as above
 
         frames = frames_to_tensor(decoded.frames, int(self.spec.image_size))
         padded, mask = pad_clip(frames, self.num_frames)
@@ -152,7 +150,7 @@ class Predictor:
 
         Raises the :mod:`stqa.video` ``VideoError`` subclasses for undecodable or over-limit input.
         """
-        from stqa.video.decode import VideoLimits, decode_video
+        from stqa.video.decode import VideoLimits, decode_video  # PyAV: as in decode_job
 
         self._check_raw_video_input()
         decoded = decode_video(source, self.num_frames, limits=limits or VideoLimits(), policy=self.spec.policy,
@@ -169,26 +167,22 @@ class Predictor:
     def check_question(self, task: str, question: str, candidates: list[str] = ()) -> None:
         """Raise ValueError if the question (or a candidate) has no token this model can read; cheap, so
         the server checks it before spending a decode on the request."""
-        from stqa.data.tgifqa import tokenize
-
-        texts = [f"{question} {c}" for c in candidates] if task in MC_TASKS else [question]
-        for text in texts:
+        for text in tasks.get(task).question_texts(question, candidates):
             if not tokenize(text):
                 raise ValueError(f"question {clip_text(question)!r} has no words the model can read")
 
     def _validate(self, q: Query) -> None:
         if not isinstance(q, Query):
             raise ValueError(f"queries must be stqa.inference.Query objects, got {type(q).__name__}")
-        if q.task not in ("count", "action", "transition", "frameqa"):
-            raise ValueError(f"unknown task {q.task!r}; expected count, action, transition or frameqa")
+        spec = tasks.get(q.task)
         if q.task not in self.tasks:
             raise ValueError(f"task {q.task!r} is not served by model {self.model_version} (tasks: {', '.join(self.tasks)})")
         if not isinstance(q.question, str) or not q.question.strip():
             raise ValueError("empty question")
         n_cand = len(q.candidates)
-        if q.task in MC_TASKS:
-            if n_cand != NUM_CANDIDATES:
-                raise ValueError(f"task {q.task!r} needs exactly {NUM_CANDIDATES} candidates, got {n_cand}")
+        if spec.multiple_choice:
+            if n_cand != spec.num_candidates:
+                raise ValueError(f"task {q.task!r} needs exactly {spec.num_candidates} candidates, got {n_cand}")
             if any(not isinstance(c, str) or not c.strip() for c in q.candidates):
                 raise ValueError(f"task {q.task!r}: every candidate must be a non-empty string")
         elif n_cand:
@@ -203,11 +197,6 @@ class Predictor:
             )
         if not bool(q.video.mask.any()):
             raise ValueError("video has no real frames")
-
-    def _encode(self, text: str) -> list[int]:
-        from stqa.data.dataset import encode_text
-
-        return encode_text(self.word_vocab, text, self.max_question_len)
 
     def predict(self, queries: list[Query], timings: dict[str, float] | None = None) -> list[Prediction]:
         """Answer ``queries`` (any mix of tasks): one batched forward per task, results in query order.
@@ -228,23 +217,16 @@ class Predictor:
         return results  # type: ignore[return-value]
 
     def _predict_task(self, task: str, group: list[Query], timings: dict[str, float] | None) -> list[Prediction]:
-        mc = task in MC_TASKS
-        seqs = [[self._encode(f"{q.question} {c}") for c in q.candidates] if mc else [self._encode(q.question)] for q in group]
-        max_len = max(len(s) for ss in seqs for s in ss)
-        k = NUM_CANDIDATES if mc else 1
-        tokens = torch.zeros((len(group), k, max_len), dtype=torch.long)
-        lengths = torch.zeros((len(group), k), dtype=torch.long)
-        for i, ss in enumerate(seqs):
-            for j, s in enumerate(ss):
-                tokens[i, j, : len(s)] = torch.tensor(s)
-                lengths[i, j] = len(s)
-        if not mc:
-            tokens, lengths = tokens[:, 0], lengths[:, 0]
+        spec = tasks.get(task)
+        tokens, lengths = pack_questions(
+            [encode_question(self.word_vocab, task, q.question, q.candidates, self.max_question_len) for q in group],
+            task,
+        )
         frames = torch.stack([q.video.frames for q in group]).to(self.device)
         mask = torch.stack([q.video.mask for q in group]).to(self.device)
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
-            features = self.model.encode_frames(frames, mask)
+            features = encode_frames(self.model.backbone, frames, mask)
             if timings is not None:
                 self._sync()
                 encoded = time.perf_counter()
@@ -256,42 +238,20 @@ class Predictor:
         scores = out.scores.float().cpu()
         tw = out.temporal_attention.float().cpu() if out.temporal_attention is not None else None
         sw = out.spatial_attention.float().cpu() if out.spatial_attention is not None else None
+        words = self.answer_vocab.itos if self.answer_vocab is not None else None
         preds = []
         for i, q in enumerate(group):
+            d = spec.decide(scores[i], q.candidates, words)
             t_att = tw[i] if tw is not None else None
             s_att = sw[i] if sw is not None else None
-            if mc:
-                probs = torch.softmax(scores[i], dim=0)
-                # Ranked by the raw scores, ties to the lowest index (the official argmax): the answer is
-                # always top_k[0], even when softmax rounding makes probabilities tie.
-                order = torch.argsort(scores[i], descending=True, stable=True).tolist()
-                best = order[0]
-                answer, index, count = q.candidates[best], best, None
-                confidence = float(probs[best])
-                top_k = [(q.candidates[j], float(probs[j])) for j in order]
-                t_att = t_att[best] if t_att is not None else None
-                s_att = s_att[best] if s_att is not None else None
-            elif task == "count":
-                from stqa.metrics import count_prediction
-
-                raw = float(scores[i])
-                value = int(count_prediction(raw))
-                answer, index, count = str(value), -1, raw
-                confidence = count_confidence(raw)
-                top_k = [(answer, confidence)]
-            else:
-                logits = scores[i].clone()
-                logits[:2] = float("-inf")  # <pad>/<unk> are never answers
-                probs = torch.softmax(logits, dim=0)
-                top = torch.topk(probs, min(TOP_K, len(probs) - 2))
-                best = int(top.indices[0])
-                answer, index, count = self.answer_vocab.itos[best], -1, None
-                confidence = float(top.values[0])
-                top_k = [(self.answer_vocab.itos[int(j)], float(v)) for v, j in zip(top.values, top.indices, strict=True)]
+            if spec.multiple_choice:  # the chosen candidate's maps
+                t_att = t_att[d.best] if t_att is not None else None
+                s_att = s_att[d.best] if s_att is not None else None
             side = int(round(s_att.shape[-1] ** 0.5)) if s_att is not None else 0
             preds.append(
                 Prediction(
-                    task=task, answer=answer, answer_index=index, count=count, confidence=confidence, top_k=top_k,
+                    task=task, answer=d.answer, answer_index=d.answer_index, count=d.count,
+                    confidence=d.confidence, top_k=d.top_k,
                     temporal_attention=t_att.numpy() if t_att is not None else None,
                     spatial_attention=s_att.reshape(s_att.shape[0], side, side).numpy() if s_att is not None else None,
                 )

@@ -10,31 +10,19 @@
   predicted and always counts as wrong.
 
 Every test item is scored exactly once (the official evaluator's wrap-around last batch is not replicated).
+Which rule a task gets, its candidate count and the count rounding come from the task registry
+(:mod:`stqa.tasks`); this module is the scoring rules' one implementation.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 from typing import Any
 
-TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
+from stqa import tasks
+from stqa.tasks import count_prediction, count_target
+
 FRAMEQA_TYPES: tuple[str, ...] = ("object", "number", "color", "location")
-COUNT_MIN, COUNT_MAX = 1, 10
-NUM_CANDIDATES = 5
-
-
-def count_target(y: int) -> int:
-    """Training/evaluation target of a count label: ``max(y, 1)``."""
-    return max(int(y), COUNT_MIN)
-
-
-def count_prediction(y_hat: float) -> int:
-    """``clip(round_half_to_even(y_hat), 1, 10)``; non-finite input is an error, not a silent clip."""
-    value = float(y_hat)
-    if not math.isfinite(value):
-        raise ValueError(f"count prediction must be finite, got {y_hat!r}")
-    return int(min(max(round(value), COUNT_MIN), COUNT_MAX))  # Python round() is half-to-even
 
 
 def _answer(record: Any) -> Any:
@@ -57,8 +45,7 @@ def score_task(
     maps each question type to its accuracy (``None`` for a type with no records) and a gold answer not in
     ``answer_vocab`` (when given) always counts as wrong. Accuracies are fractions in [0, 1].
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    spec = tasks.get(task)
     if len(records) != len(predictions):
         raise ValueError(f"{task}: {len(records)} records but {len(predictions)} predictions")
     n = len(records)
@@ -68,7 +55,7 @@ def score_task(
         if getattr(r, "task", task) != task:
             raise ValueError(f"record {getattr(r, 'qid', r)!r} is a {r.task!r} question, scored as {task!r}")
 
-    if task == "count":
+    if spec.target == "count":
         sq, sq_raw = 0.0, 0.0
         for r, p in zip(records, predictions, strict=True):
             target = count_target(_answer(r))
@@ -76,11 +63,11 @@ def score_task(
             sq_raw += (float(p) - target) ** 2
         return {"mse": sq / n, "mse_raw": sq_raw / n, "n": n}
 
-    if task in ("action", "transition"):
+    if spec.target == "candidate_index":
         correct = 0
         for r, p in zip(records, predictions, strict=True):
-            if isinstance(p, bool) or int(p) != p or not 0 <= int(p) < NUM_CANDIDATES:
-                raise ValueError(f"{task}: prediction {p!r} is not a candidate index 0..{NUM_CANDIDATES - 1}")
+            if isinstance(p, bool) or int(p) != p or not 0 <= int(p) < spec.num_candidates:
+                raise ValueError(f"{task}: prediction {p!r} is not a candidate index 0..{spec.num_candidates - 1}")
             correct += int(int(p) == int(_answer(r)))
         return {"accuracy": correct / n, "n": n}
 
@@ -89,7 +76,7 @@ def score_task(
     for r, p in zip(records, predictions, strict=True):
         qtype = getattr(r, "answer_type", None)
         if qtype not in totals:
-            raise ValueError(f"frameqa record {getattr(r, 'qid', r)!r} has unknown question type {qtype!r}")
+            raise ValueError(f"{task} record {getattr(r, 'qid', r)!r} has unknown question type {qtype!r}")
         gold = str(_answer(r))
         known = answer_vocab is None or gold in answer_vocab
         totals[qtype] += 1
@@ -100,4 +87,4 @@ def score_task(
 
 def headline(task: str, scores: dict) -> float:
     """The one number reported per task: count MSE (lower is better) or accuracy (higher is better)."""
-    return scores["mse"] if task == "count" else scores["accuracy"]
+    return tasks.get(task).headline(scores)

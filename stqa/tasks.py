@@ -82,6 +82,23 @@ class TaskSpec:
         """The one number reported for this task from a :func:`stqa.metrics.score_task` result."""
         return float(scores[self.metric])
 
+    def question_texts(self, question: str, candidates: Sequence[str] = ()) -> list[str]:
+        """The texts the model reads for one question: ``question + ' ' + candidate`` for each candidate
+        (multiple choice, the official encoding), else the question alone."""
+        if self.multiple_choice:
+            return [f"{question} {candidate}" for candidate in candidates]
+        return [question]
+
+    def encode_target(self, answer: Any, answer_vocab: Any = None) -> int:
+        """The training/evaluation target of a gold answer: the candidate index, the raw count label
+        (the loss applies :func:`count_target`), or the answer's index in ``answer_vocab`` (``<unk>`` if
+        unseen in training)."""
+        if self.target == "answer_word":
+            if answer_vocab is None:
+                raise ValueError(f"{self.name} records need the answer vocabulary")
+            return int(answer_vocab.encode(str(answer)))
+        return int(answer)
+
     def decide(self, scores: Sequence[float] | np.ndarray | Any, candidates: Sequence[str] = (),
                answer_words: Sequence[str] | None = None) -> Decision:
         """Turn the model's scores for one question into a :class:`Decision`.

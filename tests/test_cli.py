@@ -73,9 +73,9 @@ def _raising(exc: BaseException):
 
 
 def test_unexpected_exception_is_one_line_with_a_hint(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import stqa.evaluate
+    import stqa.evaluation.command
 
-    monkeypatch.setattr(stqa.evaluate, "run", _raising(TypeError("unsupported operand\nsecond line")))
+    monkeypatch.setattr(stqa.evaluation.command, "run", _raising(TypeError("unsupported operand\nsecond line")))
     assert cli.main(["evaluate", "--data", "x"]) == 1
     assert capsys.readouterr().err == ("stqa evaluate: error: unexpected TypeError: unsupported operand ... "
                                        "(this is a bug; rerun with --debug for the traceback)\n")

@@ -12,9 +12,10 @@ import sys
 import pytest
 import torch
 
+from stqa import tasks
 from stqa.data.dataset import QADataset, evaluation_batches
 from stqa.data.tgifqa import QARecord, Vocab
-from stqa.evaluate import _gather, decide, evaluate_datasets
+from stqa.evaluation.evaluator import evaluate_datasets, gather_shards
 from stqa.models.stvqa import ModelOutput
 
 
@@ -86,6 +87,12 @@ def test_metrics_match_hand_computed_values():
     assert m["frameqa"]["by_type"] == {"object": None, "number": 1.0, "color": pytest.approx(1 / 3), "location": None}
 
 
+def decide(task: str, raw: dict, answer_vocab):
+    """The prediction stqa evaluate scores: the task's decision (stqa.tasks, shared with the Predictor)."""
+    words = answer_vocab.itos if answer_vocab is not None else None
+    return tasks.get(task).decide(raw["scores"], answer_words=words).prediction
+
+
 def test_decide_rules():
     assert decide("transition", {"scores": [1.0, 2.0, 2.0, 0.0, 2.0]}, None) == 1
     assert decide("count", {"scores": 3.7}, None) == pytest.approx(3.7)
@@ -101,8 +108,8 @@ def test_shards_cover_every_item_exactly_once(size, world):
 
 def test_gather_rejects_duplicates_and_gaps():
     with pytest.raises(RuntimeError, match="missed 1 of 3"):
-        _gather({0: {}, 1: {}}, 3, 1)
-    assert len(_gather({0: {}, 1: {}, 2: {}}, 3, 1)) == 3
+        gather_shards({0: {}, 1: {}}, 3, 1)
+    assert len(gather_shards({0: {}, 1: {}, 2: {}}, 3, 1)) == 3
 
 
 # -- the CLI, single process and under torchrun ------------------------------------------------------------
@@ -110,7 +117,7 @@ def test_gather_rejects_duplicates_and_gaps():
 def trained(tmp_path_factory):
     from test_train import SMALL, train_args, write_feature_benchmark
 
-    from stqa import train
+    from stqa.engine import trainer as train
 
     root = tmp_path_factory.mktemp("evalbench")
     data, feats = write_feature_benchmark(root / "data", n_train=40, n_test=31)
@@ -119,7 +126,7 @@ def trained(tmp_path_factory):
 
 
 def _eval_args(**kw):
-    from stqa import evaluate
+    from stqa.evaluation import command as evaluate
 
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
@@ -131,7 +138,7 @@ def _eval_args(**kw):
 
 
 def test_cli_writes_metrics_predictions_and_baselines(trained, tmp_path, capsys):
-    from stqa import evaluate
+    from stqa.evaluation import command as evaluate
 
     data, feats, run = trained
     out = tmp_path / "res"
@@ -159,8 +166,8 @@ def test_cli_writes_metrics_predictions_and_baselines(trained, tmp_path, capsys)
 def test_feature_spec_mismatch_is_named(trained, tmp_path, capsys):
     import numpy as np
 
-    from stqa import evaluate
     from stqa.data.features import FeatureSpec, FeatureWriter
+    from stqa.evaluation import command as evaluate
 
     data, _, run = trained
     other = tmp_path / "other.h5"

@@ -131,7 +131,7 @@ def test_prepare_video_errors_and_threads(predictor, synth):
 def test_batch_evaluation_agrees_with_the_predictor(predictor, synth):
     """stqa evaluate (backbone once per video, batched by task) and Predictor.predict give the same answers."""
     from stqa.data.dataset import FrameClips, QADataset
-    from stqa.evaluate import evaluate_datasets
+    from stqa.evaluation.evaluator import evaluate_datasets
 
     clips = FrameClips(synth / "gifs", predictor.spec)
     sets = {t: QADataset(tgifqa.load(synth, t, "train"), t, predictor.word_vocab, predictor.answer_vocab, clips)

@@ -66,10 +66,12 @@ def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):
     every checkpoint), QA steps run on its cached maps, and the checkpoint still answers from raw video."""
     from test_train import train_args
 
-    from stqa import train
     from stqa.checkpoint import load_checkpoint
-    from stqa.data.dataset import BackboneFeatureClips, FrameClips
+    from stqa.data.dataset import FrameClips
+    from stqa.engine import trainer as train
     from stqa.inference import Predictor, Query, model_from_checkpoint
+    from stqa.models.encode import encode_clips
+    from stqa.models.stvqa import STVQA, ModelConfig
 
     out = tmp_path / "run"
     args = train_args(data=synth_set, videos=synth_set / "gifs", backbone="tiny", out=out, epochs=2, num_frames=21,
@@ -82,13 +84,13 @@ def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):
     assert 0.0 <= last.config["backbone_pretraining"]["color_acc"] <= 1.0
     bb = {k: v for k, v in last.state_dict.items() if k.startswith("backbone.")}
     assert bb and all(torch.equal(v, best.state_dict[k]) for k, v in bb.items())
-    fresh = train.STVQA(train.ModelConfig.from_dict(last.config["model"])).state_dict()
+    fresh = STVQA(ModelConfig.from_dict(last.config["model"])).state_dict()
     assert not torch.equal(bb["backbone.features.0.weight"], fresh["backbone.features.0.weight"])
     # the cached maps are the backbone's maps of the decoded frames
     model, *_, spec = model_from_checkpoint(last)
     frames = FrameClips(synth_set / "gifs", spec, cache=False)
     record = tgifqa.load(synth_set, "count", "test")[0]
-    cached = BackboneFeatureClips(frames, model.backbone).clip(record)
+    cached = encode_clips(model.backbone, frames, [record]).clip(record)
     with torch.no_grad():
         direct = model.backbone.eval()(frames.clip(record))
     torch.testing.assert_close(cached, direct)
@@ -108,7 +110,7 @@ def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):
 def test_pretraining_options_need_a_backbone(tmp_path):
     from test_train import train_args
 
-    from stqa import train
+    from stqa.engine import trainer as train
 
     args = train_args(data=tmp_path, features=tmp_path / "f.h5", out=tmp_path / "r", pretrain_steps=10)
     with pytest.raises(SystemExit, match="need a backbone"):

@@ -74,7 +74,7 @@ def write_feature_benchmark(root: Path, n_train: int = 60, n_test: int = 30, see
 
 
 def train_args(**kw) -> argparse.Namespace:
-    from stqa import train
+    from stqa.engine import trainer as train
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
@@ -102,13 +102,13 @@ def _log(run: Path) -> list[dict]:
 
 
 def test_short_training_run_beats_the_text_only_baseline(bench, tmp_path):
-    from stqa import train
     from stqa.checkpoint import load_checkpoint
     from stqa.data import tgifqa
     from stqa.data.baselines import fit_baseline
     from stqa.data.dataset import FeatureClips, QADataset
     from stqa.data.features import FeatureStore
-    from stqa.evaluate import evaluate_datasets
+    from stqa.engine import trainer as train
+    from stqa.evaluation.evaluator import evaluate_datasets
     from stqa.inference import model_from_checkpoint
     from stqa.metrics import score_task
 
@@ -135,7 +135,7 @@ def test_short_training_run_beats_the_text_only_baseline(bench, tmp_path):
 
 
 def test_same_seed_same_losses_and_resume_continues(bench, tmp_path):
-    from stqa import train
+    from stqa.engine import trainer as train
 
     data, feats = bench
     kw = dict(data=data, features=feats, variant="tp", task="count", seed=3, **SMALL)
@@ -154,10 +154,11 @@ def test_same_seed_same_losses_and_resume_continues(bench, tmp_path):
 
 
 def test_synthetic_preset_generates_its_set_and_refuses_other_formats(tmp_path):
-    from stqa import train
     from stqa.data import synth
+    from stqa.engine import stages as train
+    from stqa.engine.config import TrainConfig
 
-    cfg = {"data": str(tmp_path / "s"), "synth_videos": 4, "synth_seed": 0}
+    cfg = TrainConfig(data=str(tmp_path / "s"), synth_videos=4, synth_seed=0)
     train.ensure_synthetic(cfg)
     meta = json.loads((tmp_path / "s" / "synth.json").read_text())
     assert meta["format_version"] == synth.FORMAT_VERSION and meta["n_videos"] == 4
@@ -171,16 +172,16 @@ def test_synthetic_preset_generates_its_set_and_refuses_other_formats(tmp_path):
 
 
 def test_config_file_and_cli_precedence(bench, tmp_path):
-    from stqa import train
+    from stqa.engine import trainer as train
 
     data, feats = bench
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(f'data = "{data}"\nfeatures = "{feats}"\nhidden-dim = 24\nepochs = 7\nvariant = "sp"\n')
     args = train_args(config=cfg_path, out=tmp_path / "x", epochs=2)
     cfg = train.resolve_config(args)
-    assert cfg["hidden_dim"] == 24 and cfg["epochs"] == 2 and cfg["variant"] == "sp" and cfg["lr"] == 1e-3
+    assert cfg.hidden_dim == 24 and cfg.epochs == 2 and cfg.variant == "sp" and cfg.lr == 1e-3
     preset = train.resolve_config(train_args(preset="synthetic", out=tmp_path / "y", hidden_dim=32))
-    assert preset["backbone"] == "tiny" and preset["hidden_dim"] == 32 and preset["task"] == "all"
+    assert preset.backbone == "tiny" and preset.hidden_dim == 32 and preset.task == "all"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"hiden_dim": 3}))
     with pytest.raises(SystemExit, match="unknown option.*hiden_dim"):
@@ -213,7 +214,7 @@ def test_training_schedule_groups_videos_and_is_deterministic():
 def test_tensorboard_without_the_package_is_a_clear_error(bench, tmp_path, monkeypatch):
     import builtins
 
-    from stqa import train
+    from stqa.engine import trainer as train
 
     real_import = builtins.__import__
 
@@ -256,9 +257,9 @@ def test_torchrun_two_gloo_processes_train(bench, tmp_path):
 
 def test_glove_vectors_are_aligned_and_frozen(bench, tmp_path):
     """--glove: row i of the embedding is the file's vector for vocabulary word i (no off-by-two), frozen."""
-    from stqa import train
     from stqa.checkpoint import load_checkpoint
     from stqa.data.tgifqa import Vocab
+    from stqa.engine import trainer as train
 
     data, feats = bench
     vectors = {"how": [0.5, -1.0, 2.0, 0.25], "many": [1.0, 1.0, 1.0, 1.0], "flash": [-3.0, 0.0, 0.5, 7.0]}

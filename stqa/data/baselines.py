@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from stqa import tasks as task_registry
 from stqa.data.tgifqa import QARecord, Vocab, build_answer_vocab, split_validation, tokenize
-from stqa.metrics import NUM_CANDIDATES, TASKS, count_target
+from stqa.tasks import NUM_CANDIDATES, count_target
 
 
 def _task_of(records: Sequence[QARecord]) -> str:
@@ -38,7 +39,7 @@ def _task_of(records: Sequence[QARecord]) -> str:
     if len(tasks) != 1:
         raise ValueError(f"records of one task expected, got {sorted(tasks)}")
     task = tasks.pop()
-    if task not in TASKS:
+    if task not in task_registry.TASKS:
         raise ValueError(f"unknown task {task!r}")
     return task
 
@@ -50,6 +51,11 @@ class _Baseline:
 
     def __init__(self) -> None:
         self.task: str | None = None
+
+    @property
+    def spec(self) -> task_registry.TaskSpec:
+        """The fitted task's spec (what its answers are: a count, a candidate index or a word)."""
+        return task_registry.get(self.task)
 
     def fit(self, train_records: Sequence[QARecord]) -> _Baseline:
         self.task = _task_of(train_records)
@@ -83,20 +89,20 @@ class RandomBaseline(_Baseline):
         self.seed = seed
 
     def _fit(self, records: list[QARecord]) -> None:
-        if self.task == "count":
+        if self.spec.target == "count":
             targets = [count_target(int(r.answer)) for r in records]
             self.low, self.high = min(targets), max(targets)
-        elif self.task == "frameqa":
+        elif self.spec.target == "answer_word":
             self.answers = sorted({str(r.answer) for r in records})
 
     def _predict(self, records: list[QARecord]) -> list:
         rng = np.random.default_rng(self.seed)
         n = len(records)
-        if self.task == "count":
+        if self.spec.target == "count":
             return [float(v) for v in rng.integers(self.low, self.high + 1, size=n)]
-        if self.task == "frameqa":
+        if self.spec.target == "answer_word":
             return [self.answers[i] for i in rng.integers(len(self.answers), size=n)]
-        return [int(i) for i in rng.integers(NUM_CANDIDATES, size=n)]
+        return [int(i) for i in rng.integers(self.spec.num_candidates, size=n)]
 
 
 class MajorityBaseline(_Baseline):
@@ -109,7 +115,7 @@ class MajorityBaseline(_Baseline):
         self.seed = seed
 
     def _fit(self, records: list[QARecord]) -> None:
-        if self.task == "count":
+        if self.spec.target == "count":
             self.value: float | int | str = float(np.mean([count_target(int(r.answer)) for r in records]))
         else:
             counts = Counter(r.answer for r in records)
@@ -232,25 +238,25 @@ class TextOnlyBaseline(_Baseline):
 
     def _inputs(self, records: list[QARecord]) -> tuple[torch.Tensor, ...]:
         q = _pad_ids(self.vocab, [r.question for r in records])
-        if self.task not in ("action", "transition"):
+        if not self.spec.multiple_choice:
             return (q,)
         cands = [_pad_ids(self.vocab, list(r.candidates)) for r in records]
         width = max(t.shape[1] for t in cands)
-        c = torch.zeros(len(records), NUM_CANDIDATES, width, dtype=torch.long)
+        c = torch.zeros(len(records), self.spec.num_candidates, width, dtype=torch.long)
         for i, t in enumerate(cands):
             c[i, :, : t.shape[1]] = t
         extra = torch.stack([_mc_extra_features(r) for r in records])
         return q, c, extra
 
     def _targets(self, records: list[QARecord]) -> torch.Tensor:
-        if self.task == "count":
+        if self.spec.target == "count":
             return torch.tensor([float(count_target(int(r.answer))) for r in records])
-        if self.task == "frameqa":
+        if self.spec.target == "answer_word":
             return torch.tensor([self.answers.encode(str(r.answer)) for r in records], dtype=torch.long)
         return torch.tensor([int(r.answer) for r in records], dtype=torch.long)
 
     def _loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task == "count":
+        if self.spec.target == "count":
             return nn.functional.mse_loss(out, target)
         return nn.functional.cross_entropy(out, target)
 
@@ -264,17 +270,17 @@ class TextOnlyBaseline(_Baseline):
             torch.random.set_rng_state(torch_state)
 
     def _train(self, records: list[QARecord]) -> None:
-        multiple_choice = self.task in ("action", "transition")
+        multiple_choice = self.spec.multiple_choice
         texts: list[list[str]] = []
         for r in records:
             texts.append(_ngrams(r.question))
             texts.extend(_ngrams(c) for c in r.candidates)
         self.vocab = Vocab.build(texts, min_count=self.min_count)  # a once-seen n-gram cannot generalise
-        if self.task == "count":
+        if self.spec.target == "count":
             out_dim = 1
             targets = [count_target(int(r.answer)) for r in records]
             self.offset = float(np.mean(targets))  # the head learns the residual around the mean
-        elif self.task == "frameqa":
+        elif self.spec.target == "answer_word":
             self.answers = build_answer_vocab(records)
             out_dim = len(self.answers)
         else:
@@ -321,9 +327,9 @@ class TextOnlyBaseline(_Baseline):
 
     def _forward(self, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         out = self.model(*x)
-        if self.task == "count":
+        if self.spec.target == "count":
             return out + self.offset
-        if self.task == "frameqa":  # <pad> and <unk> are never answers
+        if self.spec.target == "answer_word":  # <pad> and <unk> are never answers
             out = out.clone()
             out[:, : Vocab.UNK_INDEX + 1] = float("-inf")
         return out
@@ -331,9 +337,9 @@ class TextOnlyBaseline(_Baseline):
     def _predict(self, records: list[QARecord]) -> list:
         with torch.no_grad(), _one_thread():
             out = self._forward(self._inputs(records))
-        if self.task == "count":
+        if self.spec.target == "count":
             return [float(v) for v in out]
-        if self.task == "frameqa":
+        if self.spec.target == "answer_word":
             return self.answers.decode(out.argmax(dim=1).tolist())
         return [int(i) for i in out.argmax(dim=1)]
 

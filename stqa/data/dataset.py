@@ -1,11 +1,16 @@
 """Torch-side data for training and evaluation: encoded questions, clips, collation, batch schedules.
 
-A clip comes from one of two sources with the same interface (``clip(record) -> tensor [t, ...]``,
-unpadded, ``t <= num_frames``):
+A clip comes from one of three sources with the same interface (``clip(record) -> tensor [t, ...]``,
+unpadded, ``t <= num_frames``); all hold data only, never a model:
   - :class:`FeatureClips`: per-key ``[t, 7, 7, C]`` arrays from the HDF5 feature store;
   - :class:`FrameClips`: the video file decoded, sampled and transformed to ``[t, 3, S, S]`` for a
     backbone trained end to end. Decoding is the slow part, so transformed clips are cached in memory
-    (float16) after the first use; the cache is keyed by the video, so tasks sharing a GIF share it.
+    (float16) after the first use; the cache is keyed by the video, so tasks sharing a GIF share it;
+  - :class:`EncodedClips`: per-video ``[t, 7, 7, C]`` maps held in memory, as the encoding stage
+    (:func:`stqa.models.encode.encode_clips`) computed them from frame clips.
+
+Questions are turned into token ids by :func:`encode_question` and packed into padded tensors by
+:func:`pack_questions`, the one packing used by training, evaluation and the Predictor.
 
 Collation right-pads clips to ``num_frames`` with a validity mask (:func:`stqa.video.pad_clip`) and
 questions to the longest one in the batch with their lengths, so nothing downstream treats padding as data.
@@ -21,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stqa.data.tgifqa import QARecord, Vocab, mc_texts, tokenize
+from stqa import tasks
+from stqa.data.tgifqa import QARecord, Vocab, tokenize
 from stqa.video.transforms import pad_clip
 
-MC_TASKS = ("action", "transition")
 MAX_QUESTION_LEN = 35  # the official max_sequence_length (longest TGIF-QA question: 31 tokens)
 
 
@@ -37,15 +42,32 @@ def encode_text(vocab: Vocab, text: str, max_len: int = MAX_QUESTION_LEN) -> lis
     return ids
 
 
+def encode_question(vocab: Vocab, task: str, question: str, candidates: Sequence[str] = (),
+                    max_len: int = MAX_QUESTION_LEN) -> list[list[int]]:
+    """Token ids of every text the model reads for one question (one per candidate for multiple choice,
+    :meth:`stqa.tasks.TaskSpec.question_texts`)."""
+    return [encode_text(vocab, text, max_len) for text in tasks.get(task).question_texts(question, candidates)]
+
+
+def pack_questions(token_ids: Sequence[Sequence[Sequence[int]]], task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Questions' token ids (per question, per text) -> right-padded ``tokens`` [B, L] ([B, k, L] for
+    multiple choice) and ``lengths`` [B] ([B, k]), L the longest text."""
+    max_len = max(len(ids) for texts in token_ids for ids in texts)
+    k = len(token_ids[0])
+    tokens = torch.zeros((len(token_ids), k, max_len), dtype=torch.long)
+    lengths = torch.zeros((len(token_ids), k), dtype=torch.long)
+    for i, texts in enumerate(token_ids):
+        for j, ids in enumerate(texts):
+            tokens[i, j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            lengths[i, j] = len(ids)
+    if not tasks.get(task).multiple_choice:
+        tokens, lengths = tokens[:, 0], lengths[:, 0]
+    return tokens, lengths
+
+
 def answer_target(record: QARecord, answer_vocab: Vocab | None) -> int:
-    """The training/evaluation target of a record: candidate index, count, or answer-vocab index."""
-    if record.task in MC_TASKS:
-        return int(record.answer)
-    if record.task == "count":
-        return int(record.answer)
-    if answer_vocab is None:
-        raise ValueError("frameqa records need the answer vocabulary")
-    return answer_vocab.encode(str(record.answer))
+    """The training/evaluation target of a record (:meth:`stqa.tasks.TaskSpec.encode_target`)."""
+    return tasks.get(record.task).encode_target(record.answer, answer_vocab)
 
 
 class FeatureClips:
@@ -151,36 +173,25 @@ class FrameClips(_CachedClips):
         return self.load(self.path_for(record))
 
 
-class BackboneFeatureClips(_CachedClips):
-    """Feature maps ``[t, 7, 7, C]`` of a *frozen* backbone over :class:`FrameClips`, computed once per video.
-
-    For training with ``freeze_backbone``: the backbone never changes, so every epoch would recompute the
-    same maps. They are cached (float16; ~0.3 MB per clip at T=25, C=128) instead of the decoded frames
-    (~1.9 MB), and steps run on features, several times faster than through the backbone. Evaluation of an
-    end-to-end model uses it too (``cache_dtype=torch.float32``): several questions share each video.
-    """
+class EncodedClips:
+    """Feature maps ``[t, 7, 7, C]`` per video, held in memory (made by
+    :func:`stqa.models.encode.encode_clips`); ``spec`` is the frames' spec, whose backbone made them."""
 
     kind = "features"
-    preload_desc = "backbone features"
 
-    def __init__(self, frames: FrameClips, backbone: torch.nn.Module, device: torch.device | str = "cpu",
-                 cache_dtype: torch.dtype = torch.float16) -> None:
-        super().__init__(cache_dtype=cache_dtype)
-        self.frames = frames
-        self.backbone = backbone
-        self.device = torch.device(device)
-        self.spec = frames.spec
-        self.num_frames = frames.num_frames
+    def __init__(self, spec, maps: dict[str, torch.Tensor]) -> None:
+        self.spec = spec
+        self.num_frames = int(spec.num_frames)
+        self._maps = maps
 
-    def compute(self, record: QARecord) -> torch.Tensor:
-        x = self.frames.load(self.frames.path_for(record))  # not frames.clip: its frame cache is not needed
-        was_training = self.backbone.training
-        self.backbone.eval()
+    def clip(self, record: QARecord) -> torch.Tensor:
         try:
-            with torch.inference_mode():
-                return self.backbone(x.to(self.device).contiguous(memory_format=torch.channels_last)).cpu()
-        finally:
-            self.backbone.train(was_training)
+            return self._maps[str(record.gif_name)].float()
+        except KeyError:
+            raise KeyError(f"no encoded clip for {record.gif_name!r}") from None
+
+    def preload(self, records: Sequence[QARecord], desc: str = "features") -> None:
+        """Nothing to do: every clip was encoded up front."""
 
 
 class QADataset(torch.utils.data.Dataset):
@@ -201,10 +212,9 @@ class QADataset(torch.utils.data.Dataset):
         self.records = list(records)
         self.task = task
         self.clips = clips
-        self.tokens: list[list[list[int]]] = []
-        for r in self.records:
-            texts = mc_texts(r) if task in MC_TASKS else [r.question]
-            self.tokens.append([encode_text(word_vocab, t, max_question_len) for t in texts])
+        self.tokens: list[list[list[int]]] = [
+            encode_question(word_vocab, task, r.question, r.candidates, max_question_len) for r in self.records
+        ]
         self.targets = [answer_target(r, answer_vocab) for r in self.records]
 
     def __len__(self) -> int:
@@ -228,16 +238,7 @@ class QADataset(torch.utils.data.Dataset):
 def collate_text(items: Sequence[dict], task: str) -> dict:
     """Questions of one task: ``tokens`` [B, L] ([B, 5, L] for multiple choice), ``token_lengths``,
     ``target``, ``index``."""
-    max_len = max(len(ids) for it in items for ids in it["tokens"])
-    k = len(items[0]["tokens"])
-    tokens = torch.zeros((len(items), k, max_len), dtype=torch.long)
-    lengths = torch.zeros((len(items), k), dtype=torch.long)
-    for i, it in enumerate(items):
-        for j, ids in enumerate(it["tokens"]):
-            tokens[i, j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            lengths[i, j] = len(ids)
-    if task not in MC_TASKS:
-        tokens, lengths = tokens[:, 0], lengths[:, 0]
+    tokens, lengths = pack_questions([it["tokens"] for it in items], task)
     return {
         "tokens": tokens,
         "token_lengths": lengths,

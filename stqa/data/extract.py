@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stqa.checkpoint import FeatureSpec
 from stqa.data import tgifqa
-from stqa.data.features import FeatureSpec, FeatureWriter
+from stqa.data.features import FeatureWriter
 from stqa.models.backbone import BACKBONES, build_backbone
 from stqa.video.decode import VideoError, VideoLimits, decode_video
 from stqa.video.sampling import POLICIES
@@ -125,12 +126,10 @@ def _prefetch(pool: ThreadPoolExecutor, refs: list[GifRef], depth: int, fn) -> I
 
 def _bundled_backbone(name: str) -> Path | None:
     """The bundled model's directory when its end-to-end trained backbone is ``name``, else None."""
-    import json
-
-    from stqa.inference import BUNDLED_MODEL
+    from stqa.checkpoint import BUNDLED_MODEL, read_config
 
     try:
-        config = json.loads((BUNDLED_MODEL / "config.json").read_text())
+        config = read_config(BUNDLED_MODEL)
     except (OSError, ValueError):
         return None
     return BUNDLED_MODEL if config.get("model", {}).get("backbone") == name else None

@@ -14,51 +14,22 @@ so a run killed mid-write leaves nothing that looks complete; the writer redoes 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from stqa.checkpoint import SPEC_FIELDS, FeatureSpec, spec_differences
+
 FORMAT = "stqa-features/1"
 GRID = 7  # spatial size of every stored map
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """What a feature file contains; a checkpoint stores it and must match the data it reads."""
-
-    backbone: str
-    channels: int
-    num_frames: int
-    policy: str
-    image_size: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureSpec:
-        fields = ("backbone", "channels", "num_frames", "policy", "image_size")
-        missing = [f for f in fields if f not in data]
-        if missing:
-            raise ValueError(f"feature spec is missing {missing}")
-        return cls(backbone=str(data["backbone"]), channels=int(data["channels"]),
-                   num_frames=int(data["num_frames"]), policy=str(data["policy"]),
-                   image_size=int(data["image_size"]))
-
-    def differences(self, other: FeatureSpec) -> list[str]:
-        """Human-readable ``field: a != b`` for every field that differs."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{k}: {mine[k]!r} != {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
 
 
 def _spec_from_attrs(attrs, path) -> FeatureSpec:
     if attrs.get("format") != FORMAT:
         raise ValueError(f"{path}: not a stqa feature file (format attribute {attrs.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    return FeatureSpec.from_dict({k: _plain(attrs[k]) for k in
-                                  ("backbone", "channels", "num_frames", "policy", "image_size")})
+    return FeatureSpec.from_dict({k: _plain(attrs[k]) for k in SPEC_FIELDS})
 
 
 def _plain(value):
@@ -177,7 +148,7 @@ class FeatureWriter:
     def _check_compatible(self) -> None:
         attrs = self._file.attrs
         existing = _spec_from_attrs(attrs, self.path)
-        problems = existing.differences(self.spec)
+        problems = [f"{name}: {old!r} != {new!r}" for name, old, new in spec_differences(existing, self.spec)]
         old_hash = str(_plain(attrs.get("weights_hash", "none")))
         if old_hash != self.weights_hash:
             problems.append(f"weights_hash: {old_hash!r} != {self.weights_hash!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stqa.checkpoint import file_sha256
+from stqa.checkpoint import CONFIG_FILE, WEIGHTS_FILE, file_sha256, is_checkpoint
 
 
 class Backbone(nn.Module):
@@ -199,7 +199,7 @@ NEEDS_WEIGHTS: frozenset[str] = frozenset({"resnet50", "resnet101", "resnet152"}
 def weights_file(path: str | os.PathLike) -> Path:
     """The file that holds the weights: ``path`` itself, or a stqa checkpoint directory's model file."""
     path = Path(path)
-    return path / "model.safetensors" if path.is_dir() else path
+    return path / WEIGHTS_FILE if path.is_dir() else path
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -228,10 +228,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _checkpoint_backbone_state(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    model_file = directory / "model.safetensors"
-    if not model_file.is_file() or not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{directory}: not a stqa checkpoint directory (needs model.safetensors "
-                                f"and config.json)")
+    model_file = directory / WEIGHTS_FILE
+    if not model_file.is_file() or not is_checkpoint(directory):
+        raise FileNotFoundError(f"{directory}: not a stqa checkpoint directory (needs {WEIGHTS_FILE} "
+                                f"and {CONFIG_FILE})")
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in load_file(str(model_file), device="cpu").items()
              if k.startswith(prefix)}

@@ -15,13 +15,15 @@ attention modules get the masks. Deviations from the official TensorFlow code ar
 docs/fidelity.md.
 
 One model serves several tasks: backbone (optional), embeddings, encoders and attention are shared,
-each task present has its own head (``mc`` scorer for action/transition, regression for count,
-classifier for frameqa).
+each task present has its own head and loss, chosen by its :class:`stqa.tasks.TaskSpec` (``head``:
+candidate scorer, regression or classifier; ``loss``: hinge, MSE or cross-entropy) from :data:`HEADS`
+and :data:`LOSSES`. Frames become features in :mod:`stqa.models.encode`, the one encoding stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,13 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from stqa import tasks as task_registry
+from stqa.models.encode import encode_frames
 from stqa.nn import SpatialAttention, TemporalAttention
 
 VARIANTS: tuple[str, ...] = ("concat", "sp", "tp", "sptp")
 SPATIAL_VARIANTS: tuple[str, ...] = ("sp", "sptp")
-TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
-MC_TASKS: tuple[str, ...] = ("action", "transition")
-NUM_CANDIDATES = 5
 GRID = 7  # feature maps are GRID x GRID cells
 
 
@@ -67,11 +68,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in self.tasks if t not in task_registry.TASKS]
         if not self.tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty subset of {', '.join(TASKS)}, got {self.tasks!r}")
-        if "frameqa" in self.tasks and self.num_answers < 3:
-            raise ValueError("a frameqa head needs num_answers >= 3 (the answer vocabulary incl. specials)")
+            raise ValueError(f"tasks must be a non-empty subset of {', '.join(task_registry.TASK_NAMES)}, "
+                             f"got {self.tasks!r}")
+        for task in self.tasks:
+            if task_registry.get(task).head == "classifier" and self.num_answers < 3:
+                raise ValueError(f"a {task} head needs num_answers >= 3 (the answer vocabulary incl. specials)")
         for name in ("vocab_size", "feature_dim", "embed_dim", "hidden_dim", "att_hidden_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -225,28 +228,9 @@ class STVQA(nn.Module):
                 h2, h2, hidden_dim=config.att_hidden_dim, impl=config.attention_impl
             )
             self.context_proj = nn.Linear(h2, h2)
-        heads: dict[str, nn.Module] = {}
-        for task in config.tasks:
-            if task in MC_TASKS:
-                heads[task] = nn.Sequential(
-                    nn.Linear(h2, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, 1, bias=False)
-                )
-            elif task == "count":
-                heads[task] = nn.Linear(h2, 1)
-            else:
-                heads[task] = nn.Linear(h2, config.num_answers)
-        self.heads = nn.ModuleDict(heads)
-
-    # -- video side -------------------------------------------------------------------------------
-    def encode_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Backbone over the real frames only: [B, T, 3, S, S] -> [B, T, 7, 7, C] (zeros where padded)."""
-        if self.backbone is None:
-            raise ValueError("this model has no backbone; give it features, not frames")
-        b, t = frames.shape[:2]
-        feats = self.backbone(frames[frame_mask].contiguous(memory_format=torch.channels_last))
-        out = feats.new_zeros((b, t, *feats.shape[1:]))
-        out[frame_mask] = feats
-        return out
+        self.heads = nn.ModuleDict(
+            {task: HEADS[task_registry.get(task).head].build(config, h2) for task in config.tasks}
+        )
 
     def forward(
         self,
@@ -270,7 +254,7 @@ class STVQA(nn.Module):
         if (features is None) == (frames is None):
             raise ValueError("give exactly one of features or frames")
         if frames is not None:
-            features = self.encode_frames(frames, frame_mask)
+            features = encode_frames(self.backbone, frames, frame_mask)
         assert features is not None
         if features.dim() != 5 or features.shape[-1] != self.config.feature_dim:
             raise ValueError(
@@ -283,11 +267,12 @@ class STVQA(nn.Module):
         t = features.shape[1]
         rows = clip_index if clip_index is not None else torch.arange(features.shape[0], device=features.device)
         b = rows.shape[0]
-        mc = task in MC_TASKS
+        spec = task_registry.get(task)
+        mc = spec.multiple_choice
         if mc:
-            if tokens.dim() != 3 or tokens.shape[1] != NUM_CANDIDATES:
-                raise ValueError(f"{task} needs tokens [B, 5, L], got {tuple(tokens.shape)}")
-            k = NUM_CANDIDATES
+            if tokens.dim() != 3 or tokens.shape[1] != spec.num_candidates:
+                raise ValueError(f"{task} needs tokens [B, {spec.num_candidates}, L], got {tuple(tokens.shape)}")
+            k = spec.num_candidates
             tokens = tokens.reshape(b * k, -1)
             token_lengths = token_lengths.reshape(b * k)
             # The five (video, question+candidate) pairs are independent sequences (an "aggregated" 5B batch).
@@ -334,13 +319,7 @@ class STVQA(nn.Module):
         else:
             z = h_q
         z = self.dropout(z)
-        head = self.heads[task]
-        if mc:
-            scores = head(z).reshape(b, k)
-        elif task == "count":
-            scores = head(z).squeeze(-1)
-        else:
-            scores = head(z)
+        scores = HEADS[spec.head].scores(self.heads[task](z), b)
         if mc:
             if temporal_w is not None:
                 temporal_w = temporal_w.reshape(b, k, t)
@@ -360,7 +339,7 @@ class STVQA(nn.Module):
         ``inputs[task]`` holds ``tokens``, ``token_lengths`` and ``clip_index`` (see :meth:`forward`).
         """
         if frames is not None:
-            features = self.encode_frames(frames, frame_mask)
+            features = encode_frames(self.backbone, frames, frame_mask)
         return {
             task: self.forward(
                 task, x["tokens"], x["token_lengths"], frame_mask, features=features, clip_index=x["clip_index"]
@@ -380,24 +359,61 @@ class MultiTaskStep(nn.Module):
         return self.model.forward_tasks(inputs, frame_mask, features=features, frames=frames)
 
 
-def task_loss(task: str, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The per-task training loss, averaged over the batch.
+@dataclass(frozen=True)
+class Head:
+    """A kind of task head: ``build(config, state_dim)`` makes the module; ``scores(output, b)`` shapes
+    its output on the ``[B * k, out]`` states into the task's scores (see :class:`ModelOutput`)."""
 
-    - action/transition: hinge ``sum_{k != gt} max(0, 1 + s_k - s_gt)`` (the official code also sums
-      the k = gt term, a constant 1 with no gradient);
-    - count: MSE against ``max(y, 1)`` (targets are the raw labels);
-    - frameqa: cross-entropy; gold ``<unk>`` (index 1, answers never seen in training) is ignored.
-    """
-    if task in MC_TASKS:
-        gt = scores.gather(1, target.view(-1, 1))
-        margins = (1.0 + scores - gt).clamp(min=0)
-        not_gt = torch.ones_like(margins, dtype=torch.bool).scatter_(1, target.view(-1, 1), False)
-        return (margins * not_gt).sum(1).mean()
-    if task == "count":
-        return F.mse_loss(scores, target.float().clamp(min=1.0))
-    if task == "frameqa":
-        valid = target != 1
-        if not bool(valid.any()):
-            return scores.sum() * 0.0
-        return F.cross_entropy(scores[valid], target[valid])
-    raise ValueError(f"unknown task {task!r}")
+    build: Callable[[ModelConfig, int], nn.Module]
+    scores: Callable[[torch.Tensor, int], torch.Tensor]
+
+
+#: Head kinds by :attr:`stqa.tasks.TaskSpec.head`. The module layouts are part of the checkpoint format
+#: (state-dict keys), so a new kind gets a new entry rather than a changed one.
+HEADS: dict[str, Head] = {
+    # One score per (question + candidate) pair, read as [B, k].
+    "candidate_scores": Head(
+        build=lambda cfg, h2: nn.Sequential(
+            nn.Linear(h2, cfg.hidden_dim), nn.ReLU(), nn.Linear(cfg.hidden_dim, 1, bias=False)
+        ),
+        scores=lambda out, b: out.reshape(b, -1),
+    ),
+    "regression": Head(build=lambda cfg, h2: nn.Linear(h2, 1), scores=lambda out, b: out.squeeze(-1)),
+    "classifier": Head(build=lambda cfg, h2: nn.Linear(h2, cfg.num_answers), scores=lambda out, b: out),
+}
+
+
+def hinge_loss(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multiple choice: ``sum_{k != gt} max(0, 1 + s_k - s_gt)`` (the official code also sums the k = gt
+    term, a constant 1 with no gradient)."""
+    gt = scores.gather(1, target.view(-1, 1))
+    margins = (1.0 + scores - gt).clamp(min=0)
+    not_gt = torch.ones_like(margins, dtype=torch.bool).scatter_(1, target.view(-1, 1), False)
+    return (margins * not_gt).sum(1).mean()
+
+
+def count_mse_loss(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Count: MSE against ``max(y, 1)`` (:func:`stqa.tasks.count_target`; targets are the raw labels)."""
+    return F.mse_loss(scores, target.float().clamp(min=float(task_registry.COUNT_MIN)))
+
+
+def answer_cross_entropy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Answer classification: cross-entropy; gold ``<unk>`` (index 1, answers never seen in training)
+    is ignored."""
+    valid = target != 1
+    if not bool(valid.any()):
+        return scores.sum() * 0.0
+    return F.cross_entropy(scores[valid], target[valid])
+
+
+#: Losses by :attr:`stqa.tasks.TaskSpec.loss`.
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "hinge": hinge_loss,
+    "mse": count_mse_loss,
+    "cross_entropy": answer_cross_entropy,
+}
+
+
+def task_loss(task: str, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss of ``task``'s batch (its spec's ``loss``), averaged over the batch."""
+    return LOSSES[task_registry.get(task).loss](scores, target)

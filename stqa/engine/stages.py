@@ -1,0 +1,360 @@
+"""The stages of a training run, in the order :func:`stqa.engine.trainer.train` runs them: data (split,
+vocabularies, clips), model (build or resume, perception pretraining, frozen-backbone encoding), the
+distributed wrapper and logging, one epoch of steps, model selection, and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stqa import __version__, tasks
+from stqa.checkpoint import FeatureSpec, is_checkpoint, load_checkpoint, save_checkpoint
+from stqa.data import tgifqa
+from stqa.data.dataset import FeatureClips, FrameClips, QADataset, make_step_batch, training_schedule
+from stqa.engine.config import TrainConfig
+from stqa.inference import model_from_checkpoint
+from stqa.models.backbone import build_backbone
+from stqa.models.encode import encode_clips
+from stqa.models.stvqa import STVQA, ModelConfig, MultiTaskStep, task_loss
+from stqa.progress import progress
+from stqa.utils import comm
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy (the global generators training draws from)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+# -- data --------------------------------------------------------------------------------------------
+def ensure_synthetic(cfg: TrainConfig) -> None:
+    """The synthetic preset generates its benchmark on first use."""
+    if not cfg.synth_videos:
+        return
+    # The renderer is only needed by the synthetic preset; keep it out of every other run's start-up.
+    from stqa.data.synth import generate, read_meta
+
+    data = Path(cfg.data)
+    if not any(data.glob("Train_*_question.csv")):
+        print(f"generating the synthetic benchmark in {data} ({cfg.synth_videos} videos)", file=sys.stderr)
+        generate(data, int(cfg.synth_videos), int(cfg.synth_seed))
+        return
+    try:
+        read_meta(data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}; move it away so the preset generates a new set there") from err
+
+
+def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
+    """``all`` = every task whose annotation file for ``split`` exists in ``data``."""
+    if task != "all":
+        return [task]
+    present = [t for t in tasks.TASK_NAMES if (Path(data) / tgifqa.annotation_filename(t, split)).is_file()]
+    if not present:
+        raise SystemExit(f"error: no {split} annotation files for any task in {data}")
+    return present
+
+
+@dataclass
+class Split:
+    """Each task's training and validation records."""
+
+    train: dict[str, list]
+    val: dict[str, list]
+
+
+def split_records(cfg: TrainConfig, names: list[str], out: Path, rank: int) -> Split:
+    """Records and the fixed validation split: one set of held-out GIF keys for all tasks (a GIF shared
+    by two tasks is never in one task's train and another's val), stored in the run dir (reused by --resume)."""
+    records = {task: tgifqa.load(cfg.data, task, "train") for task in names}
+    split_path = out / "val_split.json"
+    if split_path.is_file():
+        val_keys = tgifqa.load_split(split_path)
+    else:
+        all_keys = [r.key for task in names for r in records[task]]
+        val_keys = tgifqa.validation_keys(all_keys, cfg.val_fraction, cfg.seed)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            tgifqa.save_split(split_path, val_keys, seed=cfg.seed, fraction=cfg.val_fraction, tasks=names)
+    split = Split({}, {})
+    for task in names:
+        split.train[task], split.val[task] = tgifqa.apply_split(records[task], val_keys)
+        if not split.train[task] or not split.val[task]:
+            raise SystemExit(
+                f"error: {task}: {len(split.train[task])} train / {len(split.val[task])} validation "
+                f"items after the split; need at least one of each"
+            )
+    return split
+
+
+def build_vocabularies(train: dict[str, list]) -> tuple[tgifqa.Vocab, tgifqa.Vocab | None]:
+    """The word vocabulary of every training question, and the answer vocabulary of the task that
+    answers with words (None without one)."""
+    word_vocab = tgifqa.build_word_vocab([r for t in train for r in train[t]])
+    worded = [t for t in train if tasks.get(t).target == "answer_word"]
+    answer_vocab = tgifqa.build_answer_vocab(train[worded[0]]) if worded else None
+    return word_vocab, answer_vocab
+
+
+def frame_spec(cfg: TrainConfig) -> FeatureSpec:
+    """The feature spec of end-to-end training on decoded videos (the backbone's channels)."""
+    channels = int(build_backbone(cfg.backbone).out_channels)
+    return FeatureSpec(backbone=cfg.backbone, channels=channels, num_frames=int(cfg.num_frames),
+                       policy=cfg.policy, image_size=int(cfg.image_size))
+
+
+def make_clips(cfg: TrainConfig, spec: FeatureSpec | None = None):
+    """The clip source for the config: a feature store or decoded videos."""
+    if cfg.features:
+        from stqa.data.features import FeatureStore  # h5py: only for feature-store runs
+
+        return FeatureClips(FeatureStore(cfg.features))
+    return FrameClips(cfg.videos, spec)
+
+
+def load_glove(path: str, vocab, dim: int) -> torch.Tensor:
+    """A (V, dim) matrix from a GloVe-format text file: row i is the vector of vocab word i.
+
+    <pad> is zero; <unk> and words missing from the file get small random vectors (seeded by the
+    global torch RNG). The official code's off-by-two lookup is not reproduced (docs/fidelity.md).
+    """
+    matrix = torch.randn(len(vocab), dim) * 0.1
+    matrix[0] = 0
+    found = 0
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise SystemExit(f"error: cannot read --glove file {path}: {err}") from err
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.rstrip().split(" ")
+            if len(parts) < 2:
+                continue
+            if len(parts) != dim + 1:
+                raise SystemExit(
+                    f"error: {path}:{lineno}: vector has {len(parts) - 1} dims, --embed-dim is {dim}"
+                )
+            idx = vocab.stoi.get(parts[0])
+            if idx is not None and idx >= 2:
+                matrix[idx] = torch.tensor([float(x) for x in parts[1:]])
+                found += 1
+    print(f"glove: {found}/{len(vocab) - 2} vocabulary words found in {path}", file=sys.stderr)
+    return matrix
+
+
+# -- model -------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, names: list[str], word_vocab, answer_vocab, spec: FeatureSpec,
+                device: torch.device) -> STVQA:
+    """A fresh model for the config (GloVe embeddings if given), on ``device``."""
+    seed_everything(cfg.seed)
+    embeddings = load_glove(cfg.glove, word_vocab, cfg.embed_dim) if cfg.glove else None
+    model_cfg = ModelConfig(
+        variant=cfg.variant, tasks=names, vocab_size=len(word_vocab), feature_dim=int(spec.channels),
+        num_answers=len(answer_vocab) if answer_vocab is not None else 0, embed_dim=cfg.embed_dim,
+        hidden_dim=cfg.hidden_dim, att_hidden_dim=cfg.att_hidden_dim, dropout=cfg.dropout,
+        backbone=cfg.backbone, attention_impl=cfg.attention_impl,
+        freeze_embeddings=embeddings is not None, attended_position=bool(cfg.attended_position),
+        question_gate=bool(cfg.question_gate),
+    )
+    return STVQA(model_cfg, embeddings).to(device)
+
+
+def check_run_dir(out: Path, resume: bool) -> Path:
+    """The run's ``last/`` checkpoint directory: present with --resume, absent without."""
+    last_dir = out / "last"
+    if resume and not is_checkpoint(last_dir):
+        raise SystemExit(f"error: --resume but {last_dir} has no checkpoint")
+    if not resume and is_checkpoint(last_dir):
+        raise SystemExit(f"error: {out} already holds a run; use --resume or another --out")
+    return last_dir
+
+
+def resume_model(last_dir: Path, names: list[str], device: torch.device):
+    """(checkpoint with optimizer state, model, word vocab, answer vocab, spec) of the run to continue."""
+    ckpt = load_checkpoint(last_dir, with_optimizer=True)
+    model, word_vocab, answer_vocab, spec = model_from_checkpoint(ckpt, device)
+    ckpt_tasks = ckpt.config["model"]["tasks"]
+    if sorted(ckpt_tasks) != sorted(names):
+        raise SystemExit(f"error: --resume: the run trains {ckpt_tasks}, the data gives {names}")
+    return ckpt, model, word_vocab, answer_vocab, spec
+
+
+def pretrain(cfg: TrainConfig, model: STVQA, train: dict[str, list], out: Path, rank: int, world: int,
+             device: torch.device) -> dict:
+    """Perception pretraining of ``model.backbone`` on the training videos' scene labels (rank 0, then
+    broadcast so every rank starts QA training from the same backbone). Returns what the checkpoint records."""
+    # The scene-label reader and its losses: only for --pretrain-steps.
+    from stqa.pretrain import pretrain_backbone
+
+    names = [r.gif_name for t in train for r in train[t]]
+    stats: dict = {}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"perception pretraining of the {cfg.backbone} backbone: {cfg.pretrain_steps} steps on "
+              f"{len(set(names))} training videos", file=sys.stderr)
+        t0 = time.time()
+        stats = pretrain_backbone(
+            model.backbone, cfg.data, names, int(cfg.pretrain_steps), image_size=int(cfg.image_size),
+            seed=int(cfg.seed), device=device, log_path=out / "pretrain.jsonl",
+        )
+        print("pretraining done in {:.0f}s: colour {:.1%}, shape {:.1%}, empty {:.1%} of cells right, "
+              "geometry error {:.3f}".format(time.time() - t0, stats["color_acc"], stats["shape_acc"],
+                                             stats["empty_acc"], stats["geometry_l1"]), file=sys.stderr)
+    for tensor in model.backbone.state_dict().values():
+        comm.broadcast_(tensor, world)
+    seed_everything(cfg.seed)  # QA training starts from the same RNG state with or without pretraining
+    return {"steps": int(cfg.pretrain_steps), **{k: round(float(v), 4) for k, v in stats.items()}}
+
+
+def prepare_clips(cfg: TrainConfig, model: STVQA, clips, records: list, device: torch.device):
+    """Load every clip the run will read once, up front. With a frozen backbone its maps are computed
+    here, once per video (:func:`stqa.models.encode.encode_clips`, kept in float16), and the steps run on
+    them; otherwise decoded frames are cached."""
+    if cfg.freeze_backbone:
+        return encode_clips(model.backbone, clips, records, device, cache_dtype=torch.float16,
+                            desc="backbone features")
+    clips.preload(records, desc="decoding videos")
+    return clips
+
+
+def wrap_for_steps(model: STVQA, names: list[str], world: int, device: torch.device) -> torch.nn.Module:
+    """The module a step calls: the multi-task forward, under DistributedDataParallel with several ranks."""
+    step_model: torch.nn.Module = MultiTaskStep(model)
+    if world > 1:
+        # find_unused_parameters: a rank's share of a step may lack a task, leaving that head unused.
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=len(names) > 1,
+        )
+    return step_model
+
+
+def open_tensorboard(cfg: TrainConfig, rank: int):
+    """A TensorBoard writer on rank 0 with --tensorboard, else None."""
+    if not cfg.tensorboard or rank != 0:
+        return None
+    try:
+        # tensorboard is optional (stqa[tensorboard]) and slow to import.
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise SystemExit(
+            "error: --tensorboard needs the tensorboard package (pip install 'stqa[tensorboard]')"
+        ) from err
+    return SummaryWriter(cfg.tensorboard)
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """What carries from epoch to epoch (and over --resume)."""
+
+    epoch: int = 0
+    best_score: float = float("-inf")
+    step: int = 0
+
+
+def train_epoch(cfg: TrainConfig, epoch: int, state: LoopState, model: STVQA, step_model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, params: list, train_sets: dict[str, QADataset], groups: dict,
+                rank: int, world: int, device: torch.device, writer) -> dict[str, list[float]]:
+    """One epoch of multi-task steps; returns each task's step losses (this rank's)."""
+    model.train()
+    if cfg.freeze_backbone:
+        model.backbone.eval()  # fixed BatchNorm statistics too: the cached maps stay the model's maps
+    schedule = training_schedule(groups, cfg.batch_size, cfg.seed, epoch, world)
+    losses: dict[str, list[float]] = {t: [] for t in train_sets}
+    bar = progress(schedule, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=rank != 0, leave=False)
+    for keys in bar:
+        batch = make_step_batch(train_sets, groups, keys[rank::world])
+        inputs = {t: {k: v.to(device) for k, v in x.items()} for t, x in batch["inputs"].items()}
+        clip_kw = {k: batch[k].to(device) for k in ("features", "frames") if k in batch}
+        outputs = step_model(inputs, batch["frame_mask"].to(device), **clip_kw)
+        task_losses = {t: task_loss(t, o.scores, batch["targets"][t].to(device)) for t, o in outputs.items()}
+        loss = sum(task_losses.values())
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, step {state.step}: "
+                               f"{ {t: float(v.detach()) for t, v in task_losses.items()} }")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        state.step += 1
+        for t, v in task_losses.items():
+            losses[t].append(float(v.detach()))
+            if writer is not None:
+                writer.add_scalar(f"train/loss_{t}", float(v.detach()), state.step)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+    return losses
+
+
+def mean_losses(losses: dict[str, list[float]], names: list[str], world: int, device) -> dict:
+    """Per-task mean training loss of the epoch over all ranks (each rank saw its share of the videos)."""
+    sums = torch.tensor([[sum(losses[t]), len(losses[t])] for t in names], dtype=torch.float64, device=device)
+    comm.all_reduce_sum_(sums, world)
+    return {t: (float(s / n) if n else None) for t, (s, n) in zip(names, sums.tolist(), strict=True)}
+
+
+def selection_score(val_metrics: dict) -> float:
+    """One number to pick the best epoch on validation: the mean over tasks of accuracy, and of
+    1 / (1 + MSE) for count (both in (0, 1], higher is better)."""
+    scores = []
+    for task, m in val_metrics.items():
+        value = tasks.get(task).headline(m)
+        scores.append(1.0 / (1.0 + value) if tasks.get(task).lower_is_better else value)
+    return float(np.mean(scores)) if scores else float("-inf")
+
+
+def _brief(task: str, m: dict) -> str:
+    spec = tasks.get(task)
+    return f"{task} {m['mse']:.3f} mse" if spec.metric == "mse" else f"{task} {100 * m['accuracy']:.1f}%"
+
+
+def log_epoch(cfg: TrainConfig, out: Path, summary: dict, improved: bool, writer) -> None:
+    """Rank 0: one line of log.jsonl, one line on stderr, TensorBoard scalars."""
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(summary) + "\n")
+    val_metrics = summary["val"]
+    brief = ", ".join(_brief(t, m) for t, m in val_metrics.items())
+    loss_txt = ", ".join(f"{t} {v:.3f}" for t, v in summary["train_loss"].items() if v is not None)
+    print(
+        f"epoch {summary['epoch'] + 1}/{cfg.epochs}: loss {loss_txt} | val {brief}"
+        f"{' (best)' if improved else ''} [{summary['seconds']:.0f}s]",
+        file=sys.stderr,
+    )
+    if writer is not None:
+        for t, m in val_metrics.items():
+            writer.add_scalar(f"val/{t}", tasks.get(t).headline(m), summary["step"])
+
+
+def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answer_vocab, spec: FeatureSpec,
+                    pretraining: dict | None) -> dict:
+    """What every checkpoint of the run records besides the training summary."""
+    return {
+        "name": cfg.name or out.name,
+        "stqa_version": __version__,
+        "model": model.config.to_dict(),
+        "word_vocab": word_vocab.to_dict(),
+        "answer_vocab": answer_vocab.to_dict() if answer_vocab is not None else None,
+        "feature_spec": spec.to_dict(),
+        "max_question_len": cfg.max_question_len,
+        "backbone_pretraining": pretraining,
+    }
+
+
+def save_checkpoints(cfg: TrainConfig, out: Path, last_dir: Path, model: STVQA, optimizer, base_meta: dict,
+                     summary: dict, improved: bool, world: int) -> None:
+    """Rank 0: ``best/`` when validation improved, and ``last/`` with optimizer and RNG state (--resume)."""
+    training = {k: summary[k] for k in ("epoch", "step", "val", "val_score", "best_score")}
+    training.update(seed=cfg.seed, epochs=cfg.epochs, world_size=world)
+    meta = dict(base_meta, training=training)
+    if improved:
+        save_checkpoint(out / "best", model.state_dict(), meta)
+    save_checkpoint(
+        last_dir, model.state_dict(), meta, optimizer_state=optimizer.state_dict(),
+        rng_state=torch.get_rng_state(),
+    )

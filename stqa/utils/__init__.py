@@ -1,0 +1,1 @@
+"""Helpers shared by training, evaluation and serving (no model or data knowledge)."""
