@@ -12,15 +12,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 #: Source folder -> the package name it is imported as.
 PACKAGES = {ROOT / "stqa": "stqa", ROOT / "server": "stqa.server"}
-#: train.py <-> evaluate.py: issue 19 step 3 is removing it (the distributed helpers move out of train).
-#: Once it is gone, test_known_train_evaluate_cycle starts passing, which fails it (strict xfail): then
-#: delete both this entry and that test.
-KNOWN_CYCLE = frozenset({"stqa.train", "stqa.evaluate"})
 
 
 def module_files() -> dict[str, Path]:
@@ -153,13 +147,16 @@ def test_cycle_finder_finds_and_prints_a_cycle():
 
 def test_no_import_cycles():
     graph = import_graph(module_files())
-    found = [c for c in cyclic_components(graph) if c != KNOWN_CYCLE]
+    found = cyclic_components(graph)
     assert not found, "import cycles:\n" + describe(graph, found)
 
 
-@pytest.mark.xfail(strict=True, reason="stqa.train and stqa.evaluate import each other until issue 19 step 3 "
-                                       "lands; then remove this test and KNOWN_CYCLE")
-def test_known_train_evaluate_cycle():
+def test_evaluation_never_imports_training():
     graph = import_graph(module_files())
-    found = cyclic_components(graph)
-    assert KNOWN_CYCLE not in found, "import cycle:\n" + describe(graph, found)
+    reachable, todo = set(), ["stqa.evaluation.command", "stqa.evaluation.evaluator"]
+    while todo:
+        module = todo.pop()
+        if module not in reachable:
+            reachable.add(module)
+            todo.extend(graph.get(module, ()))
+    assert not {m for m in reachable if m.startswith("stqa.engine")}, sorted(reachable)
