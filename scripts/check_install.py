@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = {"stqa/": "stqa/", "server/": "stqa/server/"}
 EXTRA_FILES = {"protos/stqa/v1/video_qa.proto": "stqa/v1/video_qa.proto"}
 # A few the product cannot run without, named so that a rule that drops them from the sdist too is caught.
-MUST_SHIP = ("stqa/data/__init__.py", "stqa/data/synth.py", "stqa/assets/default/config.json",
+MUST_SHIP = ("stqa/data/__init__.py", "stqa/data/synth/__init__.py", "stqa/assets/default/config.json",
              "stqa/assets/default/model.safetensors", "stqa/v1/video_qa_pb2.py", "stqa/v1/video_qa_pb2_grpc.py",
              "stqa/server/main.py", "stqa/v1/video_qa.proto")
 EXTENSION = re.compile(r"^stqa/_C\..*\.so$")

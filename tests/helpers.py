@@ -74,3 +74,48 @@ def model_checkpoint() -> Path | None:
 
 def sample_videos() -> list[Path]:
     return sorted((synthetic_set() / "gifs").glob("*.gif"))
+
+
+# --- TGIF-QA files with deliberate answer leaks (test_synth_check, test_baselines) -----------------------
+# Kept as one block with its imports inside the function, so it stays self-contained in this shared file.
+
+LEAKY_COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
+
+
+def write_leaky_set(root: Path, n_train: int = 500, n_test: int = 150, seed: int = 0) -> None:
+    """TGIF-format files whose text gives the answer away, one kind of leak per task:
+
+    count: the colour in the question fixes the count; action: the correct candidate is always the longest;
+    transition: the correct candidate is the one named in the question; frameqa: the object fixes the colour.
+    """
+    import string
+
+    import numpy as np
+
+    from stqa.data import tgifqa
+
+    rng = np.random.default_rng(seed)
+    pool = ["".join(rng.choice(list(string.ascii_lowercase), size=int(n))) for n in rng.integers(3, 12, size=300)]
+    objects = [f"thing{i}" for i in range(8)]
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, n_train)):
+        rows: dict[str, list[list[str]]] = {t: [] for t in tgifqa.TASKS}
+        for i in range(n):
+            key, gif = str(offset + i + 1), f"leak_{offset + i:05d}"
+            color = LEAKY_COLORS[int(rng.integers(len(LEAKY_COLORS)))]
+            rows["count"].append([gif, f"How many times does the {color} dog jump ?",
+                                  str(LEAKY_COLORS.index(color) + 1), f"COUNT{key}", key])
+            words = list(rng.choice(pool, size=5, replace=False))
+            while sorted(len(w) for w in words)[-1] == sorted(len(w) for w in words)[-2]:
+                words = list(rng.choice(pool, size=5, replace=False))
+            answer = int(np.argmax([len(w) for w in words]))
+            rows["action"].append([gif, "What does the dog do 3 times ?", *words, str(answer), f"ACTION{key}", key])
+            words = list(rng.choice(pool, size=5, replace=False))
+            answer = int(rng.integers(5))
+            rows["transition"].append([gif, f"What does the dog do after {words[answer]} ?", *words, str(answer),
+                                       f"TRANS{key}", key])
+            obj = int(rng.integers(len(objects)))
+            rows["frameqa"].append([gif, f"what color is the {objects[obj]} ?", LEAKY_COLORS[obj % len(LEAKY_COLORS)],
+                                    "2", f"FRAMEQA{key}", key, "a leaky caption ."])
+        for task in tgifqa.TASKS:
+            tgifqa.write(root, task, split, rows[task])

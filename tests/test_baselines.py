@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from helpers import write_leaky_set
 
 from stqa.data import tgifqa
 from stqa.data.baselines import BASELINES, MajorityBaseline, RandomBaseline, TextOnlyBaseline, fit_baseline
 from stqa.metrics import score_task
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_synth_check import write_leaky_set  # noqa: E402
 
 
 @pytest.fixture(scope="module")

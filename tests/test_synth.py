@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -60,13 +62,13 @@ def test_different_seed_differs(synth_dir, tmp_path):
 
 def test_files_have_the_tgifqa_format(synth_dir):
     for split in synth.SPLITS:
-        for task in synth.TASKS:
-            raw = (synth_dir / f"{split}_{task}_question.csv").read_bytes()
+        for task in tgifqa.TASKS:
+            raw = (synth_dir / tgifqa.annotation_filename(task, split)).read_bytes()
             assert raw.endswith(b"\r\n")
             lines = raw.split(b"\r\n")[:-1]
             assert all(b"\n" not in line and b"\r" not in line for line in lines)
-            assert lines[0].decode().split("\t") == list(synth.HEADERS[task])
-            assert all(line.count(b"\t") == len(synth.HEADERS[task]) - 1 for line in lines)
+            assert lines[0].decode().split("\t") == list(tgifqa.columns(task))
+            assert all(line.count(b"\t") == len(tgifqa.columns(task)) - 1 for line in lines)
 
 
 def _all_records(root: Path, split: str | None = None) -> list[tgifqa.QARecord]:
@@ -330,3 +332,12 @@ def test_gif_names_and_config_round_trip(synth_dir):
         synth.parse_gif_name("tumblr_abc123")
     with pytest.raises(ValueError, match="generation parameter"):
         synth.config_from_meta({"size": 112})
+
+
+def test_import_needs_neither_torch_nor_the_extension():
+    """`import stqa.data.synth` (and so `stqa synth`'s own code) loads neither torch nor stqa._C: the
+    generator runs where the extension is not built. In a fresh interpreter, so no other test's imports count."""
+    code = ("import sys, stqa.data.synth, stqa.data.leakage; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'stqa._C'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]"

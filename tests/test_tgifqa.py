@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -18,36 +19,34 @@ from stqa.data.tgifqa import QARecord, Vocab
 REAL_ROOT = os.environ.get("STQA_TGIFQA_ROOT")
 needs_real = pytest.mark.skipif(not REAL_ROOT, reason="STQA_TGIFQA_ROOT not set (CI sets it to ../shared/tgifqa)")
 
-COUNT_HEADER = "gif_name\tquestion\tanswer\tvid_id\tkey"
-MC_HEADER = "gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\tvid_id\tkey"
-FRAMEQA_HEADER = "gif_name\tquestion\tanswer\ttype\tvid_id\tkey\tdescription"
+# Header lines for the hand-written (mostly malformed) files below; the real files pin the columns
+# themselves (test_columns_are_the_official_headers).
+COUNT_HEADER, MC_HEADER, FRAMEQA_HEADER = ("\t".join(tgifqa.columns(t)) for t in ("count", "action", "frameqa"))
 
 
 def write_tsv(path: Path, lines: list[str]) -> Path:
-    """Write lines exactly like the official files: tab-separated, CRLF endings."""
+    """Write raw lines as the official files end them (CRLF): for files the writer would refuse."""
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
     return path
 
 
 @pytest.fixture
 def fixture_root(tmp_path: Path) -> Path:
-    write_tsv(tmp_path / "Train_count_question.csv", [
-        COUNT_HEADER,
-        "gif_a\tHow many times does the man jump ?\t3\tCOUNT1\t5",
-        "gif_b\tHow many times does the cat blink ?\t0\tCOUNT2\t7",
-        "gif_c\tHow many times does the dog's tail wag ?\t10\tCOUNT3\t9",
+    tgifqa.write(tmp_path, "count", "train", [
+        ["gif_a", "How many times does the man jump ?", 3, "COUNT1", 5],
+        ["gif_b", "How many times does the cat blink ?", 0, "COUNT2", 7],
+        ["gif_c", "How many times does the dog's tail wag ?", 10, "COUNT3", 9],
     ])
-    write_tsv(tmp_path / "Test_action_question.csv", [
-        MC_HEADER,
-        "gif_a\tWhat does the man do 3 times ?\tjump\tsit\trun\tclap hands\twave\t0\tACTION1\t5",
-        'gif_d\tWhat does the man do after dry hair ?\trun\tpose\tdrive\t"write ""i love you"""\tcount\t3\tACTION2\t11',
+    tgifqa.write(tmp_path, "action", "test", [
+        ["gif_a", "What does the man do 3 times ?", "jump", "sit", "run", "clap hands", "wave", 0, "ACTION1", 5],
+        ["gif_d", "What does the man do after dry hair ?", "run", "pose", "drive", 'write "i love you"', "count", 3,
+         "ACTION2", 11],
     ])
-    write_tsv(tmp_path / "Test_frameqa_question.csv", [
-        FRAMEQA_HEADER,
-        "gif_e\twhat is the man holding ?\tguitar\t0\tFRAMEQA1\t12\ta man is holding a guitar .",
-        "gif_f\thow many dogs are running ?\ttwo\t1\tFRAMEQA2\t13\ttwo dogs are running .",
-        "gif_f\twhat color is the dog ?\tbrown\t2\tFRAMEQA3\t13\ta brown dog runs .",
-        "gif_g\twhere is the man sitting ?\tcar\t3\tFRAMEQA4\t14\ta man is sitting in a car .",
+    tgifqa.write(tmp_path, "frameqa", "test", [
+        ["gif_e", "what is the man holding ?", "guitar", 0, "FRAMEQA1", 12, "a man is holding a guitar ."],
+        ["gif_f", "how many dogs are running ?", "two", 1, "FRAMEQA2", 13, "two dogs are running ."],
+        ["gif_f", "what color is the dog ?", "brown", 2, "FRAMEQA3", 13, "a brown dog runs ."],
+        ["gif_g", "where is the man sitting ?", "car", 3, "FRAMEQA4", 14, "a man is sitting in a car ."],
     ])
     return tmp_path
 
@@ -130,6 +129,59 @@ def test_malformed_mc_and_frameqa(tmp_path: Path) -> None:
     write_tsv(tmp_path / "Test_frameqa_question.csv", [FRAMEQA_HEADER, "g\tq ?\tcar\t4\tFRAMEQA1\t1\td ."])
     with pytest.raises(ValueError, match=r"Test_frameqa_question\.csv:2: FrameQA type 4 out of range"):
         tgifqa.load(tmp_path, "frameqa", "test")
+
+
+# --- writer ---------------------------------------------------------------------------------------
+
+
+def test_writer_writes_the_official_bytes(tmp_path: Path) -> None:
+    row = {"gif_name": "gif_d", "question": "What does the man do after dry hair ?", "a1": "run", "a2": "pose",
+           "a3": "drive", "a4": 'write "i love you"', "a5": "count", "answer": 3, "vid_id": "ACTION2", "key": 11}
+    path = tgifqa.write(tmp_path, "action", "test", [row])
+    assert path == tmp_path / "Test_action_question.csv"
+    assert path.read_bytes() == (MC_HEADER + "\r\n" + 'gif_d\tWhat does the man do after dry hair ?\trun\tpose\t'
+                                 'drive\t"write ""i love you"""\tcount\t3\tACTION2\t11\r\n').encode()
+    assert tgifqa.write(tmp_path, "count", "total", []).read_bytes() == (COUNT_HEADER + "\r\n").encode()
+
+
+def test_writer_output_reads_back_as_the_same_rows(tmp_path: Path) -> None:
+    rows = [["g1", 'the "big" dog ?', 3, "COUNT1", 1], ["g2", '"quoted" ?', 0, "COUNT2", 2 ** 63 - 1],
+            ["g\u00e9", "q ? ", 10, "COUNT3", 0]]
+    tgifqa.write(tmp_path, "count", "train", rows)
+    assert tgifqa.load(tmp_path, "count", "train") == [
+        QARecord("count", qid, key, gif, question, answer) for gif, question, answer, qid, key in rows]
+
+
+@pytest.mark.parametrize("row, message", [
+    (["g", "how\tmany ?", 3, "COUNT1", 1], r":2: field 'question' contains a tab or a line break"),
+    (["g", "how\u2028many ?", 3, "COUNT1", 1], r":2: field 'question' contains a tab or a line break"),
+    (["g", "q ?", 11, "COUNT1", 1], r":2: count answer 11 out of range 0\.\.10"),
+    (["g", "q ?", -1, "COUNT1", 1], r":2: field 'answer' must be an integer"),
+    (["g", "q ?", True, "COUNT1", 1], r":2: field 'answer' must be text or an integer"),
+    (["", "q ?", 3, "COUNT1", 1], r":2: empty 'gif_name'"),
+    (["g", "q ?", 3, "COUNT1"], r":2: expected 5 fields, got 4"),
+    ({"gif_name": "g", "question": "q ?", "answer": 3, "vid_id": "COUNT1", "id": 1},
+     r":2: row columns do not match the header .*missing \['key'\], unexpected \['id'\]"),
+    (["g", "q \ud800 ?", 3, "COUNT1", 1], r":2: field 'question' cannot be written as UTF-8"),
+])
+def test_writer_refuses_what_the_reader_refuses(tmp_path: Path, row, message: str) -> None:
+    with pytest.raises(ValueError, match=r"Train_count_question\.csv" + message):
+        tgifqa.write(tmp_path, "count", "train", [row])
+    assert not (tmp_path / "Train_count_question.csv").exists()  # nothing half-written
+
+
+def test_writer_refuses_duplicate_question_ids(tmp_path: Path) -> None:
+    rows = [["g1", "q ?", 3, "COUNT1", 1], ["g2", "q ?", 3, "COUNT2", 2], ["g3", "q ?", 3, "COUNT1", 3]]
+    with pytest.raises(ValueError, match=r"\.csv:4: duplicate question id \(vid_id\) 'COUNT1', first on line 2"):
+        tgifqa.write(tmp_path, "count", "train", rows)
+    with pytest.raises(ValueError, match="unknown split"):
+        tgifqa.write(tmp_path, "count", "val", [])
+
+
+def test_available_tasks(fixture_root: Path, tmp_path_factory) -> None:
+    assert tgifqa.available_tasks(fixture_root, "test") == ("action", "frameqa")
+    assert tgifqa.available_tasks(fixture_root, "train") == ("count",)
+    assert tgifqa.available_tasks(tmp_path_factory.mktemp("empty"), "train") == ()
 
 
 # --- strictness: one record per line, integers, duplicates, encoding --------------------------------
@@ -287,6 +339,13 @@ def test_real_files_consistency() -> None:
     assert len(tgifqa.build_word_vocab(train)) == 2423 - 1
 
 
+@needs_real
+@pytest.mark.parametrize("task", tgifqa.TASKS)
+def test_columns_are_the_official_headers(task: str) -> None:
+    header = (Path(REAL_ROOT) / tgifqa.annotation_filename(task, "test")).read_bytes().split(b"\r\n", 1)[0]
+    assert tuple(header.decode().split("\t")) == tgifqa.columns(task)
+
+
 # Record count and sha256 of every record (json of the QARecord fields, one per line) of each real file,
 # computed with the pre-strict loader (csv.reader over the whole file): the strict reader must give
 # exactly the same records.
@@ -308,6 +367,21 @@ def test_real_files_load_identical_records(split: str, task: str) -> None:
     records = tgifqa.load(REAL_ROOT, task, split)
     digest = hashlib.sha256(b"".join(json.dumps(astuple(r)).encode() + b"\n" for r in records)).hexdigest()
     assert (len(records), digest) == REAL_DIGESTS[(split, task)]
+
+
+def _raw_rows(path: Path) -> list[list[str]]:
+    """A file's records as csv reads each line on its own (quotes undone), without the header."""
+    lines = path.read_bytes().decode("utf-8").split("\r\n")
+    assert lines[-1] == ""  # ends with CRLF
+    return [next(csv.reader([line], delimiter="\t", strict=True)) for line in lines[1:-1]]
+
+
+@needs_real
+@pytest.mark.parametrize("split, task", sorted(REAL_DIGESTS))
+def test_writer_reproduces_the_real_files_byte_for_byte(tmp_path: Path, split: str, task: str) -> None:
+    official = Path(REAL_ROOT) / tgifqa.annotation_filename(task, split)
+    written = tgifqa.write(tmp_path, task, split, _raw_rows(official))
+    assert written.read_bytes() == official.read_bytes()
 
 
 @needs_real

@@ -6,35 +6,49 @@ unmodified. Two fields in ``Test_transition_question.csv`` are CSV-quoted (a can
 written ``respond "no"`` in quotes with doubled inner quotes); they are unquoted exactly as the official pandas loader does.
 The reader is strict: one record per line, no tab or line break inside a field, integers written with
 ASCII digits and range-checked, unique question ids; any violation is an error naming file and line.
+:func:`write` writes such files (the synthetic benchmark, test fixtures) in exactly the official format,
+and refuses any row the reader would refuse. File names, splits and the dialect are defined here; the
+columns of each task belong to the task registry (:mod:`stqa.tasks`).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS: tuple[str, ...] = ("count", "action", "transition", "frameqa")
+from stqa.tasks import TASK_NAMES
+from stqa.tasks import get as get_task
+
+TASKS: tuple[str, ...] = TASK_NAMES  # the registry's (stqa.tasks); kept here for the data layer's callers
 SPLITS: tuple[str, ...] = ("train", "test", "total")
 FRAMEQA_TYPES: tuple[str, ...] = ("object", "number", "color", "location")  # `type` column 0..3
-NUM_CANDIDATES = 5
 # Count answers: the format's range. 10 means "10 or more" (questions say "10 or more than 10 times"), the
 # official scoring clips predictions to 1..10, and the real files hold exactly {0, 2, ..., 10}.
 COUNT_MAX = 10
 KEY_MAX = 2**63 - 1  # a GIF id; it becomes an int64 tensor value and a feature-file key
 
-_HEADERS: dict[str, tuple[str, ...]] = {
-    "count": ("gif_name", "question", "answer", "vid_id", "key"),
-    "action": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
-    "transition": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
-    "frameqa": ("gif_name", "question", "answer", "type", "vid_id", "key", "description"),
-}
+
+class _TgifDialect(csv.Dialect):
+    """The official files' CSV dialect: tab-separated, CRLF, ``"`` quoting only where a field needs it.
+
+    The real candidate ``respond "no"`` is written quoted, with its inner quotes doubled.
+    """
+
+    delimiter = "\t"
+    quotechar = '"'
+    doublequote = True
+    skipinitialspace = False
+    lineterminator = "\r\n"
+    quoting = csv.QUOTE_MINIMAL
+    strict = True
 
 
 @dataclass(frozen=True)
@@ -57,15 +71,34 @@ class QARecord:
 
     @property
     def is_multiple_choice(self) -> bool:
-        return self.task in ("action", "transition")
+        return get_task(self.task).multiple_choice
+
+
+#: A row to :func:`write`: every column of the task mapped to its value, or the values in column order.
+Row = Mapping[str, str | int] | Sequence[str | int]
+
+
+def columns(task: str) -> tuple[str, ...]:
+    """The header of ``task``'s annotation files (owned by the task registry, :mod:`stqa.tasks`)."""
+    return get_task(task).columns
+
+
+def split_prefix(split: str) -> str:
+    """How the official file names spell ``split``: ``Train``, ``Test``, ``Total``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split.capitalize()
 
 
 def annotation_filename(task: str, split: str) -> str:
     """Official file name, e.g. ``Train_count_question.csv``."""
-    _check_task(task)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    return f"{split.capitalize()}_{task}_question.csv"
+    get_task(task)
+    return f"{split_prefix(split)}_{task}_question.csv"
+
+
+def available_tasks(root: str | os.PathLike, split: str) -> tuple[str, ...]:
+    """The tasks whose annotation file for ``split`` exists in ``root``, in the registry's order."""
+    return tuple(task for task in TASKS if (Path(root) / annotation_filename(task, split)).is_file())
 
 
 def load(root: str | os.PathLike, task: str, split: str) -> list[QARecord]:
@@ -79,7 +112,7 @@ def load(root: str | os.PathLike, task: str, split: str) -> list[QARecord]:
     if not path.is_file():
         raise FileNotFoundError(f"TGIF-QA annotation file not found: {path} (expected the official file "
                                 f"{name!r} in {Path(root)})")
-    expected = _HEADERS[task]
+    expected = columns(task)
     lines = _lines(path, path.read_bytes())
     header_line = next(lines, None)
     if header_line is None:
@@ -104,6 +137,62 @@ def load(root: str | os.PathLike, task: str, split: str) -> list[QARecord]:
         first_line[record.qid] = lineno
         records.append(record)
     return records
+
+
+def write(root: str | os.PathLike, task: str, split: str, rows: Iterable[Row]) -> Path:
+    """Write ``rows`` as the official file ``<root>/<Split>_<task>_question.csv``; returns its path.
+
+    The bytes are the official format's: the header, tab-separated fields, CRLF after every line, and
+    CSV quoting only where a field needs it (one holding a ``"``). Integers are written in decimal. Each
+    row is first checked with the reader's own rules, with its messages and the line the row would be on,
+    so :func:`load` reads the file back as exactly these rows; if any row fails, no file is written.
+    """
+    path = Path(root) / annotation_filename(task, split)
+    expected = columns(task)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, dialect=_TgifDialect)
+    writer.writerow(expected)
+    first_line: dict[str, int] = {}  # qid -> line it is written on
+    for lineno, row in enumerate(rows, start=2):
+        where = f"{path}:{lineno}"
+        fields = _row_fields(row, expected, where)
+        qid = _parse_row(task, fields, where).qid
+        if qid in first_line:
+            raise ValueError(f"{where}: duplicate question id (vid_id) {qid!r}, first on line {first_line[qid]}")
+        first_line[qid] = lineno
+        writer.writerow([fields[name] for name in expected])
+    path.write_bytes(buffer.getvalue().encode("utf-8"))
+    return path
+
+
+def _row_fields(row: Row, expected: tuple[str, ...], where: str) -> dict[str, str]:
+    """A row to write as ``{column: text}``, refusing what the reader would refuse in the file."""
+    if isinstance(row, Mapping):
+        if set(row) != set(expected):
+            missing, extra = sorted(set(expected) - set(row)), sorted(set(row) - set(expected))
+            raise ValueError(f"{where}: row columns do not match the header {list(expected)!r}: "
+                             f"missing {missing!r}, unexpected {extra!r}")
+        values = [row[name] for name in expected]
+    elif isinstance(row, (list, tuple)):
+        if len(row) != len(expected):
+            raise ValueError(f"{where}: expected {len(expected)} fields, got {len(row)}")
+        values = list(row)
+    else:
+        raise ValueError(f"{where}: a row is a mapping or a list of values, got {type(row).__name__}")
+    fields: dict[str, str] = {}
+    for name, value in zip(expected, values, strict=True):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"{where}: field {name!r} must be text or an integer, got {type(value).__name__}")
+        text = str(value)
+        if "\t" in text or _LINE_BREAKS.search(text):
+            raise ValueError(f"{where}: field {name!r} contains a tab or a line break; fields may not: "
+                             f"{_shorten(text)}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where}: field {name!r} cannot be written as UTF-8 ({err.reason})") from None
+        fields[name] = text
+    return fields
 
 
 def _lines(path: Path, data: bytes) -> Iterator[tuple[int, str]]:
@@ -142,7 +231,7 @@ def _split(text: str, expected: tuple[str, ...], where: str) -> list[str]:
         raise ValueError(f"{where}: field {column} contains a line break (U+{ord(brk.group()):04X}) "
                          f"at character {brk.start() + 1} of the line; fields may not contain line breaks")
     try:
-        row = next(csv.reader([text], delimiter="\t", strict=True))
+        row = next(csv.reader([text], dialect=_TgifDialect))
     except csv.Error as err:
         raise ValueError(f'{where}: bad quoting ({err}): a field that starts with " must end with " on the '
                          'same line, inner quotes doubled (""); a record cannot span lines') from None
@@ -163,11 +252,12 @@ def _parse_row(task: str, f: dict[str, str], where: str) -> QARecord:
     for name in ("gif_name", "question", "vid_id"):
         if not f[name].strip():
             raise ValueError(f"{where}: empty {name!r}")
-    if task in ("action", "transition"):
-        answer: int | str = _int_field(f, "answer", where, NUM_CANDIDATES - 1, "answer index")
-        candidates = tuple(f[f"a{i}"] for i in range(1, NUM_CANDIDATES + 1))
+    spec = get_task(task)
+    if spec.multiple_choice:
+        answer: int | str = _int_field(f, "answer", where, spec.num_candidates - 1, "answer index")
+        candidates = tuple(f[f"a{i}"] for i in range(1, spec.num_candidates + 1))
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer, candidates)
-    if task == "count":
+    if spec.target == "count":
         answer = _int_field(f, "answer", where, COUNT_MAX, "count answer")
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer)
     type_index = _int_field(f, "type", where, len(FRAMEQA_TYPES) - 1, "FrameQA type")
@@ -197,11 +287,6 @@ def _int_field(f: dict[str, str], name: str, where: str, maximum: int, what: str
 def _shorten(text: str, limit: int = 60) -> str:
     """``repr`` of a field for an error message, cut so a huge field cannot flood the terminal."""
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
 # --- text ------------------------------------------------------------------------------------------
@@ -327,11 +412,12 @@ def record_texts(record: QARecord) -> list[str]:
     answer (the official code also adds the caption ``description``, which the model never reads;
     it is left out so the vocabulary holds only words a question or answer can contain).
     """
-    if record.task == "count":
-        return [record.question]
-    if record.is_multiple_choice:
+    spec = get_task(record.task)
+    if spec.multiple_choice:
         return [record.question, *record.candidates]
-    return [record.question, str(record.answer)]
+    if spec.target == "answer_word":
+        return [record.question, str(record.answer)]
+    return [record.question]
 
 
 def build_word_vocab(train_records: Iterable[QARecord], min_count: int = 1,
@@ -349,7 +435,7 @@ def build_answer_vocab(train_records: Iterable[QARecord]) -> Vocab:
     """
     answers = []
     for r in train_records:
-        if r.task != "frameqa":
+        if get_task(r.task).target != "answer_word":
             raise ValueError(f"build_answer_vocab needs FrameQA records, got task {r.task!r} ({r.qid})")
         answers.append(str(r.answer))
     if not answers:
