@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STQA := $(VENV)/bin/stqa
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
+# The editable install maps every module to its file: a module added, moved or removed needs a reinstall.
+PYFILES := $(shell find stqa server -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: all setup build test check-install lint demo model bench proto clean
 
@@ -19,7 +21,7 @@ $(VENV)/.deps: pyproject.toml constraints.txt
 	touch $@
 
 # 2. The package and its C++ extension, built against that torch (no build isolation: it would fetch another torch).
-$(VENV)/.built: $(VENV)/.deps $(CSRC)
+$(VENV)/.built: $(VENV)/.deps $(CSRC) $(PYFILES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 

@@ -35,12 +35,23 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 DEBUG_HELP = "on an error, print the full traceback (also accepted after the subcommand)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version comes from the compiled extension (the one source), so it is looked up
+    only when asked for; subcommands that need no extension (``stqa synth``) never load it."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from stqa import __version__
+
+        parser.exit(message=f"stqa {__version__}\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``only``, import just that subcommand's module (fast start-up)."""
-    from stqa import __version__
-
     parser = argparse.ArgumentParser(prog="stqa", description="Spatio-temporal question answering over video.")
-    parser.add_argument("--version", action="version", version=f"stqa {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
