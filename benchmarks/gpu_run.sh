@@ -5,8 +5,8 @@
 #   OUT=/some/dir bash benchmarks/gpu_run.sh 1 2      # stages 1 and 2 (default), ~7 min
 #   OUT=/some/dir bash benchmarks/gpu_run.sh 3        # optional stage 3, in a later command
 #
-# Stage 1 (box STAGE1_S=270 s): build a wheel the way a user installs one (pip wheel
-#   --no-build-isolation against this machine's torch, CMAKE_CUDA_ARCHITECTURES=90), install it, run
+# Stage 1 (box STAGE1_S=270 s): build a wheel the way CI's install check does (an sdist, then pip wheel
+#   --no-build-isolation of it against this machine's torch, CMAKE_CUDA_ARCHITECTURES=90), install it, run
 #   tests/test_ops_cuda.py and the CUDA cases of tests/test_ops.py, one compute-sanitizer memcheck pass.
 # Stage 2 (box STAGE2_S=200 s): benchmarks/bench_ops.py --device cuda at the key shapes (fused vs eager,
 #   fp32 and bf16).
@@ -145,10 +145,16 @@ build_and_install() {
   } > "$OUT/env.log" 2>&1
   cat "$OUT/env.log"
   mkdir -p "$OUT/dist"
-  # a wheel, as `pip install --no-build-isolation .` builds one, for this GPU (sm_90) only
+  # The way scripts/check_install.py (CI) installs: an sdist, then a wheel built from that sdist with
+  # --no-build-isolation against this machine's torch, for this GPU (sm_90) only. `build` may be missing
+  # here: scikit-build-core's own sdist hook makes the same sdist.
+  mkdir -p "$OUT/dist"
+  { "$PY" -m build --sdist --no-isolation --outdir "$OUT/dist" "$REPO" \
+      || (cd "$REPO" && "$PY" -c "from scikit_build_core.build import build_sdist; print(build_sdist('$OUT/dist'))"); \
+  } > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; return 1; }
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$PY" -m pip wheel --no-build-isolation --no-deps --no-index -w "$OUT/dist" \
     --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90 --config-settings=build-dir="$WORK/build" \
-    "$REPO" > "$OUT/build.log" 2>&1 \
+    "$OUT"/dist/stqa-*.tar.gz >> "$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; return 1; }
   "$PY" -m pip install $PIP_TARGET_FLAGS_STR --no-deps --no-index --force-reinstall "$OUT"/dist/stqa-*.whl >> "$OUT/build.log" 2>&1 \
     || { tail -20 "$OUT/build.log"; return 1; }

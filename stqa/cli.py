@@ -45,7 +45,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from stqa import __version__
 
-        parser.exit(message=f"stqa {__version__}\n")
+        print(f"stqa {__version__}")  # stdout, as argparse's own version action does
+        parser.exit()
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
