@@ -18,11 +18,13 @@ failed or interrupted save leaves the previous checkpoint untouched.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +37,8 @@ from safetensors.torch import load_file, save_file
 FORMAT = "stqa-checkpoint"
 FORMAT_VERSION = 1
 SPEC_FIELDS = ("backbone", "channels", "num_frames", "policy", "image_size")
+#: Spec fields of the optional motion stream: absent in specs written before it (= appearance only).
+MOTION_SPEC_FIELDS = ("motion_backbone", "motion_channels")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -53,27 +57,41 @@ class FeatureSpec:
     num_frames: int
     policy: str
     image_size: int
+    # The motion stream (stqa extract --motion): its backbone and how many of the ``channels`` it holds
+    # (the last ``motion_channels``; appearance comes first). None / 0: appearance only.
+    motion_backbone: str | None = None
+    motion_channels: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def appearance_channels(self) -> int:
+        return int(self.channels) - int(self.motion_channels)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> FeatureSpec:
         missing = [f for f in SPEC_FIELDS if f not in data]
         if missing:
             raise ValueError(f"feature spec is missing {missing}")
+        motion = data.get("motion_backbone") or None
+        motion_channels = int(data.get("motion_channels") or 0)
+        if bool(motion) != bool(motion_channels):
+            raise ValueError(f"feature spec: motion_backbone {motion!r} with motion_channels {motion_channels}")
         return cls(backbone=str(data["backbone"]), channels=int(data["channels"]),
                    num_frames=int(data["num_frames"]), policy=str(data["policy"]),
-                   image_size=int(data["image_size"]))
+                   image_size=int(data["image_size"]), motion_backbone=None if motion is None else str(motion),
+                   motion_channels=motion_channels)
 
 
 def spec_differences(a: FeatureSpec | Mapping, b: FeatureSpec | Mapping) -> list[tuple[str, Any, Any]]:
     """``(field, a's value, b's value)`` for every spec field present in both that differs: the one
     comparison of feature specs (checkpoint vs data, feature file vs extraction run)."""
-    mine = a.to_dict() if isinstance(a, FeatureSpec) else a
-    theirs = b.to_dict() if isinstance(b, FeatureSpec) else b
-    return [(name, mine[name], theirs[name]) for name in SPEC_FIELDS
-            if name in mine and name in theirs and mine[name] != theirs[name]]
+    # Through from_dict, so a spec written before the motion fields existed reads as appearance only.
+    mine = (a if isinstance(a, FeatureSpec) else FeatureSpec.from_dict(a)).to_dict()
+    theirs = (b if isinstance(b, FeatureSpec) else FeatureSpec.from_dict(b)).to_dict()
+    return [(name, mine[name], theirs[name]) for name in SPEC_FIELDS + MOTION_SPEC_FIELDS
+            if mine[name] != theirs[name]]
 
 
 class CheckpointError(RuntimeError):
@@ -256,3 +274,52 @@ def check_spec(checkpoint_spec: FeatureSpec | Mapping, data_spec: FeatureSpec | 
              for name, mine, theirs in spec_differences(checkpoint_spec, data_spec)]
     if diffs:
         raise CheckpointError("feature spec mismatch (" + "; ".join(diffs) + ")")
+
+
+# -- the GIF keys a run saw --------------------------------------------------------------------------
+KEY_SET_ENCODING = "sorted-delta-varint-zlib-base64"
+
+
+def encode_key_set(keys) -> dict:
+    """A set of non-negative GIF keys, compactly: sorted, as deltas, LEB128 varints, zlib, base64.
+
+    A TGIF-QA run sees ~50k keys; as a JSON list of integers that is several hundred KB of config.json,
+    as deltas of sorted keys most take one or two bytes before compression.
+    """
+    values = sorted({int(k) for k in keys})
+    if values and values[0] < 0:
+        raise ValueError(f"GIF keys must be >= 0, got {values[0]}")
+    raw = bytearray()
+    previous = 0
+    for value in values:
+        delta, previous = value - previous, value
+        while True:
+            byte = delta & 0x7F
+            delta >>= 7
+            raw.append(byte | (0x80 if delta else 0))
+            if not delta:
+                break
+    return {"encoding": KEY_SET_ENCODING, "count": len(values),
+            "data": base64.b64encode(zlib.compress(bytes(raw), 9)).decode("ascii")}
+
+
+def decode_key_set(payload: Mapping) -> frozenset[int]:
+    """The keys :func:`encode_key_set` wrote; ValueError when the record is not one or is damaged."""
+    if not isinstance(payload, Mapping) or payload.get("encoding") != KEY_SET_ENCODING:
+        raise ValueError(f"not a {KEY_SET_ENCODING} key set")
+    try:
+        raw = zlib.decompress(base64.b64decode(str(payload["data"]), validate=True))
+    except (KeyError, ValueError, zlib.error) as err:
+        raise ValueError(f"damaged key set ({err})") from None
+    values: list[int] = []
+    current = shift = delta = 0
+    for byte in raw:
+        delta |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            current += delta
+            values.append(current)
+            delta = shift = 0
+    if shift or len(values) != int(payload.get("count", -1)):
+        raise ValueError(f"damaged key set: {len(values)} keys decoded, {payload.get('count')} recorded")
+    return frozenset(values)

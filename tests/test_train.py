@@ -125,7 +125,7 @@ def test_short_training_run_beats_the_text_only_baseline(bench, tmp_path):
     assert metrics["count"]["mse"] < 0.6 * blind["count"]["mse"], (metrics, blind)
     # run directory contents
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "val_split.json", "log.jsonl", "best", "last"} <= names
+    assert {"config.json", "split.json", "log.jsonl", "best", "last"} <= names
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["variant"] == "sptp" and resolved["epochs"] == 12 and resolved["hidden_dim"] == 16
     # best is chosen on validation only

@@ -164,8 +164,11 @@ class FrameClips(_CachedClips):
         """Decode + sample + transform one video: ``[t, 3, S, S]`` float32."""
         from stqa.video import VideoLimits, decode_video, frames_to_tensor
 
+        # shrink_to: frames are resampled to the model's scale while decoding, exactly as the Predictor
+        # (stqa.inference) and stqa extract do, so training and serving see the same pixels.
         decoded = decode_video(
-            source, self.num_frames, limits=self.limits or VideoLimits(), policy=self.spec.policy
+            source, self.num_frames, limits=self.limits or VideoLimits(), policy=self.spec.policy,
+            shrink_to=int(self.spec.image_size),
         )
         return frames_to_tensor(decoded.frames, int(self.spec.image_size))
 

@@ -1,10 +1,13 @@
 """``stqa extract``: decode every GIF the annotations reference, sample T frames, write backbone maps.
 
 Each GIF is decoded once (``<videos>/<gif_name>.gif``, or .mp4/.webm/.avi/... if that is what is
-there), sampled with :func:`stqa.video.sampling.sample_indices`, transformed with
+there; frames resampled to the backbone's input scale while decoding, ``shrink_to``, as the server and
+training on frames do), sampled with :func:`stqa.video.sampling.sample_indices`, transformed with
 :func:`stqa.video.transforms.frames_to_tensor` and run through the backbone; the maps of its real
 frames are stored under its TGIF ``key`` (:mod:`stqa.data.features`). Decoding runs in a small
-thread pool ahead of the backbone. The run is resumable: keys already in ``--out`` are skipped,
+thread pool ahead of the backbone. With ``--motion`` a motion backbone (:mod:`stqa.models.motion`) also
+maps the 16-frame clip centred on each sampled frame, and its channels follow the appearance channels.
+The run is resumable: keys already in ``--out`` are skipped,
 and a file written with other settings is refused. Videos that cannot be read are listed in
 ``<out>.failures.jsonl`` and make the exit status 1; nothing is ever written for them.
 """
@@ -27,8 +30,9 @@ from stqa.checkpoint import FeatureSpec
 from stqa.data import tgifqa
 from stqa.data.features import FeatureWriter
 from stqa.models.backbone import BACKBONES, build_backbone
+from stqa.models.motion import MOTION_BACKBONES, MotionBackbone, build_motion_backbone, extract_motion
 from stqa.video.decode import VideoError, VideoLimits, decode_video
-from stqa.video.sampling import POLICIES
+from stqa.video.sampling import POLICIES, sample_indices
 from stqa.video.transforms import frames_to_tensor
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".gif", ".mp4", ".webm", ".avi", ".mkv", ".mov")
@@ -44,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local state_dict (.pth / .safetensors) of the backbone, or a stqa checkpoint "
                              "directory trained end to end (its backbone is used); default for tiny: the "
                              "bundled model's trained backbone; nothing is downloaded")
+    parser.add_argument("--motion", choices=sorted(MOTION_BACKBONES), default=None,
+                        help="also extract a motion stream (ST-VQA's appearance + motion input): its 7x7 maps "
+                             "from 16-frame clips centred on the sampled frames are stored after the appearance "
+                             "channels (docs/data.md, 'Motion stream')")
+    parser.add_argument("--motion-weights", type=Path, default=None,
+                        help="local state_dict of the --motion backbone (torchvision's Kinetics-400 "
+                             "r2plus1d_18 .pth, or the Sports-1M c3d.pickle); required with --motion")
     parser.add_argument("--out", required=True, type=Path, help="HDF5 feature file (created or resumed)")
     parser.add_argument("--fp16", action="store_true", help="store float16 instead of float32")
     parser.add_argument("--frames", type=int, default=35, help="T: frames sampled per GIF (default 35)")
@@ -98,12 +109,23 @@ class Prepared:
     n_frames: int = 0
     indices: np.ndarray | None = None
     error: BaseException | None = None
+    all_frames: np.ndarray | None = None  # every decoded frame, uint8 [n, H, W, 3] (motion stream only)
 
 
-def _prepare(ref: GifRef, videos: Path, num_frames: int, policy: str, size: int, limits: VideoLimits) -> Prepared:
+def _prepare(ref: GifRef, videos: Path, num_frames: int, policy: str, size: int, limits: VideoLimits,
+             motion: bool = False) -> Prepared:
+    """Decode one GIF, frames resampled to the appearance input scale while decoding (``shrink_to``, as
+    training on frames and the server do). With ``motion`` every frame is kept, since each sampled frame's
+    clip needs its neighbours; the sampled ones are then picked with the same rule (``sample_indices``)."""
     try:
-        video = decode_video(find_video(videos, ref.gif_name), num_frames, limits=limits, policy=policy)
-        return Prepared(ref, frames_to_tensor(video.frames, size), video.n_frames, video.indices)
+        path = find_video(videos, ref.gif_name)
+        if not motion:
+            video = decode_video(path, num_frames, limits=limits, policy=policy, shrink_to=size)
+            return Prepared(ref, frames_to_tensor(video.frames, size), video.n_frames, video.indices)
+        video = decode_video(path, None, limits=limits, policy=policy, shrink_to=size)
+        indices = sample_indices(video.n_frames, num_frames, policy)
+        return Prepared(ref, frames_to_tensor(video.frames[indices], size), video.n_frames, indices,
+                        all_frames=video.frames)
     except (OSError, VideoError, ValueError) as exc:
         return Prepared(ref, error=exc)
 
@@ -171,12 +193,31 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"stqa extract: {exc}", file=sys.stderr)
         return 2
+    motion: MotionBackbone | None = None
+    if args.motion_weights is not None and args.motion is None:
+        print("stqa extract: --motion-weights needs --motion (r2plus1d_18 or c3d)", file=sys.stderr)
+        return 2
+    if args.motion is not None:
+        if args.motion_weights is None:
+            print(f"stqa extract: --motion {args.motion} needs --motion-weights PATH (a local state_dict; "
+                  f"nothing is downloaded)", file=sys.stderr)
+            return 2
+        try:
+            motion = build_motion_backbone(args.motion, args.motion_weights)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"stqa extract: {exc}", file=sys.stderr)
+            return 2
     device = torch.device(args.device)
     backbone = backbone.to(device).eval()
-    spec = FeatureSpec(backbone=backbone.name, channels=backbone.out_channels, num_frames=args.frames,
-                       policy=args.policy, image_size=backbone.input_size)
+    if motion is not None:
+        motion = motion.to(device).eval()
+    motion_channels = int(motion.out_channels) if motion is not None else 0
+    spec = FeatureSpec(backbone=backbone.name, channels=backbone.out_channels + motion_channels,
+                       num_frames=args.frames, policy=args.policy, image_size=backbone.input_size,
+                       motion_backbone=motion.name if motion is not None else None, motion_channels=motion_channels)
     try:
-        writer = FeatureWriter(args.out, spec, backbone.weights_hash, dtype="float16" if args.fp16 else "float32")
+        writer = FeatureWriter(args.out, spec, backbone.weights_hash, dtype="float16" if args.fp16 else "float32",
+                               motion_weights_hash=motion.weights_hash if motion is not None else None)
     except (ValueError, OSError) as exc:
         print(f"stqa extract: {exc}", file=sys.stderr)
         return 2
@@ -192,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
               f"{args.out}, {len(todo)} to do", file=sys.stderr)
 
         def prepare(ref: GifRef) -> Prepared:
-            return _prepare(ref, args.videos, args.frames, args.policy, backbone.input_size, limits)
+            return _prepare(ref, args.videos, args.frames, args.policy, backbone.input_size, limits,
+                            motion=motion is not None)
 
         batch: list[Prepared] = []
 
@@ -209,7 +251,12 @@ def run(args: argparse.Namespace) -> int:
             offset = 0
             for p in batch:
                 t = len(p.indices)
-                writer.write(p.ref.key, maps[offset:offset + t], gif_name=p.ref.gif_name,
+                features = maps[offset:offset + t]
+                if motion is not None:
+                    # Appearance channels first, then motion: row i of both describes sampled frame i.
+                    moving = extract_motion(motion, p.all_frames, p.indices, device=device).numpy()
+                    features = np.concatenate([features, moving], axis=-1)
+                writer.write(p.ref.key, features, gif_name=p.ref.gif_name,
                              n_frames=p.n_frames, indices=p.indices)
                 offset += t
                 written += 1
@@ -233,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
                     flush_batch()
             flush_batch()
 
-    print(f"stqa extract: wrote {written} GIFs to {args.out} ({backbone.name}, T={args.frames}, "
+    streams = backbone.name + (f" + {motion.name} motion" if motion is not None else "")
+    print(f"stqa extract: wrote {written} GIFs to {args.out} ({streams}, C={spec.channels}, T={args.frames}, "
           f"{'float16' if args.fp16 else 'float32'})", file=sys.stderr)
     if failures:
         print(f"stqa extract: {failures} GIFs failed; see {failures_path}", file=sys.stderr)

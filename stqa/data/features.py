@@ -5,7 +5,8 @@ Layout (format ``stqa-features/1``):
     (padding is never stored); attrs ``gif_name``, ``n_frames`` (frames decoded in total) and
     ``indices`` (which decoded frames were kept, from :func:`stqa.video.sampling.sample_indices`).
   - file attrs: ``format``, ``backbone``, ``weights_hash``, ``channels``, ``num_frames`` (T),
-    ``policy``, ``image_size``, ``stqa_version``.
+    ``policy``, ``image_size``, ``stqa_version``; with a motion stream (``stqa extract --motion``) also
+    ``motion_backbone``, ``motion_channels`` (the last C channels of every map) and ``motion_weights_hash``.
 
 A dataset counts as written only once its ``n_frames`` attribute exists (it is set after the data),
 so a run killed mid-write leaves nothing that looks complete; the writer redoes such keys.
@@ -19,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stqa.checkpoint import SPEC_FIELDS, FeatureSpec, spec_differences
+from stqa.checkpoint import MOTION_SPEC_FIELDS, SPEC_FIELDS, FeatureSpec, spec_differences
 
 FORMAT = "stqa-features/1"
 GRID = 7  # spatial size of every stored map
@@ -29,7 +30,8 @@ def _spec_from_attrs(attrs, path) -> FeatureSpec:
     if attrs.get("format") != FORMAT:
         raise ValueError(f"{path}: not a stqa feature file (format attribute {attrs.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    return FeatureSpec.from_dict({k: _plain(attrs[k]) for k in SPEC_FIELDS})
+    present = [k for k in SPEC_FIELDS + MOTION_SPEC_FIELDS if k in attrs]  # motion: only in motion stores
+    return FeatureSpec.from_dict({k: _plain(attrs[k]) for k in present})
 
 
 def _plain(value):
@@ -54,6 +56,7 @@ class FeatureStore:
         with h5py.File(self.path, "r") as f:
             self.spec = _spec_from_attrs(f.attrs, self.path)
             self.weights_hash = str(_plain(f.attrs.get("weights_hash", "")))
+            self.motion_weights_hash = str(_plain(f.attrs.get("motion_weights_hash", ""))) or None
             self.stqa_version = str(_plain(f.attrs.get("stqa_version", "")))
             self._keys = sorted(int(k) for k, d in f.items() if "n_frames" in d.attrs)
         self._key_set = frozenset(self._keys)
@@ -116,7 +119,7 @@ class FeatureWriter:
     """Appends datasets to a feature file; refuses a file written with another spec or weights."""
 
     def __init__(self, path: str | os.PathLike, spec: FeatureSpec, weights_hash: str | None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", motion_weights_hash: str | None = None):
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
         from stqa import __version__
@@ -125,6 +128,7 @@ class FeatureWriter:
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.weights_hash = weights_hash or "none"
+        self.motion_weights_hash = motion_weights_hash if spec.motion_backbone else None
         existed = self.path.exists()
         self._file = h5py.File(self.path, "a")
         try:
@@ -134,8 +138,11 @@ class FeatureWriter:
                 attrs = self._file.attrs
                 attrs["format"] = FORMAT
                 for k, v in spec.to_dict().items():
-                    attrs[k] = v
+                    if k not in MOTION_SPEC_FIELDS or spec.motion_backbone:  # HDF5 has no None
+                        attrs[k] = v
                 attrs["weights_hash"] = self.weights_hash
+                if self.motion_weights_hash:
+                    attrs["motion_weights_hash"] = self.motion_weights_hash
                 attrs["dtype"] = dtype
                 attrs["stqa_version"] = __version__
             # Entries without the completion marker are leftovers of an interrupted run.
@@ -152,6 +159,9 @@ class FeatureWriter:
         old_hash = str(_plain(attrs.get("weights_hash", "none")))
         if old_hash != self.weights_hash:
             problems.append(f"weights_hash: {old_hash!r} != {self.weights_hash!r}")
+        old_motion_hash = str(_plain(attrs.get("motion_weights_hash", ""))) or None
+        if old_motion_hash != self.motion_weights_hash:
+            problems.append(f"motion_weights_hash: {old_motion_hash!r} != {self.motion_weights_hash!r}")
         old_dtype = str(_plain(attrs.get("dtype", "")))
         if old_dtype != str(self.dtype):
             problems.append(f"dtype: {old_dtype!r} != {str(self.dtype)!r}")

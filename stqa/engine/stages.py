@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from stqa import __version__, tasks
-from stqa.checkpoint import FeatureSpec, is_checkpoint, load_checkpoint, save_checkpoint
+from stqa.checkpoint import FeatureSpec, encode_key_set, is_checkpoint, load_checkpoint, save_checkpoint
 from stqa.data import tgifqa
 from stqa.data.dataset import FeatureClips, FrameClips, QADataset, make_step_batch, training_schedule
 from stqa.engine.config import TrainConfig
+from stqa.engine.split import RunSplit, build_split, split_for_run, summary_lines
 from stqa.inference import model_from_checkpoint
 from stqa.models.backbone import build_backbone
 from stqa.models.encode import encode_clips
@@ -52,44 +53,23 @@ def ensure_synthetic(cfg: TrainConfig) -> None:
 
 
 def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
-    """``all`` = every task whose annotation file for ``split`` exists in ``data``."""
-    if task != "all":
-        return [task]
+    """The run's tasks from ``--task``: a name or comma-separated list as given, or for ``all`` every
+    task whose annotation file for ``split`` exists in ``data``."""
+    if task.strip() != "all":
+        return list(tasks.parse_task_list(task))
     present = [t for t in tasks.TASK_NAMES if (Path(data) / tgifqa.annotation_filename(t, split)).is_file()]
     if not present:
         raise SystemExit(f"error: no {split} annotation files for any task in {data}")
     return present
 
 
-@dataclass
-class Split:
-    """Each task's training and validation records."""
-
-    train: dict[str, list]
-    val: dict[str, list]
-
-
-def split_records(cfg: TrainConfig, names: list[str], out: Path, rank: int) -> Split:
-    """Records and the fixed validation split: one set of held-out GIF keys for all tasks (a GIF shared
-    by two tasks is never in one task's train and another's val), stored in the run dir (reused by --resume)."""
-    records = {task: tgifqa.load(cfg.data, task, "train") for task in names}
-    split_path = out / "val_split.json"
-    if split_path.is_file():
-        val_keys = tgifqa.load_split(split_path)
-    else:
-        all_keys = [r.key for task in names for r in records[task]]
-        val_keys = tgifqa.validation_keys(all_keys, cfg.val_fraction, cfg.seed)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            tgifqa.save_split(split_path, val_keys, seed=cfg.seed, fraction=cfg.val_fraction, tasks=names)
-    split = Split({}, {})
-    for task in names:
-        split.train[task], split.val[task] = tgifqa.apply_split(records[task], val_keys)
-        if not split.train[task] or not split.val[task]:
-            raise SystemExit(
-                f"error: {task}: {len(split.train[task])} train / {len(split.val[task])} validation "
-                f"items after the split; need at least one of each"
-            )
+def split_records(cfg: TrainConfig, names: list[str], out: Path, rank: int) -> RunSplit:
+    """The run's split (:mod:`stqa.engine.split`: test GIFs of any task dropped, one set of validation GIFs
+    for all tasks), reused from ``out`` when recorded there, written by rank 0; prints the dropped counts."""
+    split = split_for_run(cfg.data, names, cfg.val_fraction, cfg.seed, out, write=rank == 0)
+    if rank == 0:
+        for line in summary_lines(split):
+            print(line, file=sys.stderr)
     return split
 
 
@@ -332,8 +312,9 @@ def log_epoch(cfg: TrainConfig, out: Path, summary: dict, improved: bool, writer
 
 
 def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answer_vocab, spec: FeatureSpec,
-                    pretraining: dict | None) -> dict:
-    """What every checkpoint of the run records besides the training summary."""
+                    pretraining: dict | None, split: RunSplit) -> dict:
+    """What every checkpoint of the run records besides the training summary; ``training_keys`` are the
+    GIFs it trained or validated on, so ``stqa evaluate`` can check them against the keys it scores."""
     return {
         "name": cfg.name or out.name,
         "stqa_version": __version__,
@@ -343,6 +324,7 @@ def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answe
         "feature_spec": spec.to_dict(),
         "max_question_len": cfg.max_question_len,
         "backbone_pretraining": pretraining,
+        "training_keys": encode_key_set(split.seen_keys()),
     }
 
 
@@ -358,3 +340,45 @@ def save_checkpoints(cfg: TrainConfig, out: Path, last_dir: Path, model: STVQA, 
         last_dir, model.state_dict(), meta, optimizer_state=optimizer.state_dict(),
         rng_state=torch.get_rng_state(),
     )
+
+
+# -- dry run -----------------------------------------------------------------------------------------
+VOCAB_FILE = "vocab.json"
+
+
+def dry_run(cfg: TrainConfig) -> int:
+    """``stqa train --dry-run``: build the split and the vocabularies, print a per-task summary, train
+    nothing. With ``--out`` the split (``split.json``, which a later run there reuses) and the
+    vocabularies (``vocab.json``) are written; without, only printed."""
+    ensure_synthetic(cfg)
+    names = task_list(cfg.task, cfg.data)
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and is_checkpoint(out / "last"):
+        raise SystemExit(f"error: {out} already holds a run; --dry-run needs a fresh --out (or none)")
+    if out is not None:
+        split = split_for_run(cfg.data, names, cfg.val_fraction, cfg.seed, out, write=True)
+    else:
+        split = build_split(cfg.data, names, cfg.val_fraction, cfg.seed)
+    word_vocab, answer_vocab = build_vocabularies(split.train)
+    print(f"dry run over {cfg.data}: test files {', '.join(split.test_files) or 'none'}")
+    header = ("task", "questions train/val", "GIFs train/val", "dropped GIFs (questions)", "task words")
+    rows = [header]
+    for task, part in split.tasks.items():
+        keys = part.keys()
+        own_words = len(tgifqa.build_word_vocab(part.train))
+        rows.append((task, f"{len(part.train)}/{len(part.val)}", f"{len(keys['train'])}/{len(keys['val'])}",
+                     f"{len(keys['dropped_test_overlap'])} ({len(part.dropped)})", str(own_words)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    answers = f", answer vocabulary {len(answer_vocab)}" if answer_vocab is not None else ""
+    print(f"word vocabulary of the run (all its tasks) {len(word_vocab)}{answers} (sizes include <pad>, <unk>)")
+    if out is not None:
+        (out / VOCAB_FILE).write_text(json.dumps({
+            "word_vocab": word_vocab.to_dict(),
+            "answer_vocab": answer_vocab.to_dict() if answer_vocab is not None else None,
+        }) + "\n")
+        print(f"wrote {out / 'split.json'} and {out / VOCAB_FILE}; nothing trained")
+    else:
+        print("nothing trained or written (give --out to record split.json and vocab.json)")
+    return 0

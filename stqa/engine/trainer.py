@@ -4,7 +4,8 @@ The options and their precedence are in :mod:`stqa.engine.config`; the run write
 (the resolved config). The run directory holds:
 
     config.json              the resolved training config
-    val_split.json           the fixed validation split (GIF keys, all tasks), reused by --resume
+    split.json               per task: the train and validation GIF keys, and those dropped because a
+                             Test_* file holds them (stqa.engine.split); reused by --resume
     log.jsonl                one line per epoch: train loss per task, validation metrics, time
     last/                    checkpoint after the last epoch (+ optimizer state, for --resume)
     best/                    checkpoint with the best validation score (model selection uses val only)
@@ -25,7 +26,7 @@ import torch
 
 from stqa.checkpoint import CONFIG_FILE
 from stqa.data.dataset import QADataset, video_groups
-from stqa.engine import stages
+from stqa.engine import recipe, stages
 from stqa.engine.config import TrainConfig, add_arguments, resolve_config
 from stqa.evaluation.evaluator import evaluate_datasets
 from stqa.utils import comm
@@ -37,6 +38,10 @@ __all__ = ["add_arguments", "run", "train"]
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``stqa train``."""
     cfg = resolve_config(args)
+    if getattr(args, "dry_run", False):
+        if getattr(args, "resume", False):
+            raise SystemExit("error: --dry-run and --resume do not go together")
+        return stages.dry_run(cfg)
     rank, world, device = comm.init_distributed(cfg.device)
     try:
         return train(cfg, bool(getattr(args, "resume", False)), rank, world, device)
@@ -67,6 +72,8 @@ def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
         if cfg.features:
             clips = stages.make_clips(cfg)
             spec = clips.spec
+            if cfg.recipe:
+                recipe.check_store(spec, cfg.features, names[0])
         else:
             spec = stages.frame_spec(cfg)
             clips = stages.make_clips(cfg, spec)
@@ -105,7 +112,7 @@ def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
             torch.set_rng_state(ckpt.rng_state)
     step_model = stages.wrap_for_steps(model, names, world, device)
     writer = stages.open_tensorboard(cfg, rank)
-    base_meta = stages.checkpoint_meta(cfg, out, model, word_vocab, answer_vocab, spec, pretraining)
+    base_meta = stages.checkpoint_meta(cfg, out, model, word_vocab, answer_vocab, spec, pretraining, split)
 
     groups = video_groups(train_sets)
     for epoch in range(state.epoch, cfg.epochs):

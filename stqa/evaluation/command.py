@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 from stqa import tasks
-from stqa.checkpoint import BUNDLED_MODEL, CheckpointError, check_spec, is_checkpoint, load_checkpoint
+from stqa.checkpoint import (
+    BUNDLED_MODEL,
+    CheckpointError,
+    check_spec,
+    decode_key_set,
+    is_checkpoint,
+    load_checkpoint,
+)
 from stqa.data import tgifqa
 from stqa.data.dataset import FeatureClips, FrameClips, QADataset
 from stqa.evaluation.evaluator import evaluate_datasets
@@ -37,6 +44,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="also report a blind baseline fitted on the train split (repeatable)")
     a("--seed", type=int, default=0, help="seed of the random baseline")
 
+
+
+# -- the check of training GIFs against scored GIFs ---------------------------------------------------
+def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) -> dict:
+    """Whether the GIFs the checkpoint trained or validated on (its ``training_keys`` record, written by
+    ``stqa train``) intersect the GIFs about to be scored: ``{"checked": bool, "overlap": {task: n GIFs},
+    "message": one line for stderr}``. A checkpoint without the record (older runs, end-to-end runs
+    from before the record) cannot be checked, and the message says so."""
+    record = checkpoint_config.get("training_keys")
+    if record is None:
+        return {"checked": False, "overlap": {},
+                "message": "note: the checkpoint does not record its training GIFs; whether they overlap the "
+                           "scored GIFs could not be checked"}
+    try:
+        seen = decode_key_set(record)
+    except ValueError as err:
+        return {"checked": False, "overlap": {},
+                "message": f"note: the checkpoint's record of its training GIFs is unreadable ({err}); "
+                           "whether they overlap the scored GIFs could not be checked"}
+    overlap = {t: len({r.key for r in ds.records} & seen) for t, ds in datasets.items()}
+    hit = {t: n for t, n in overlap.items() if n}
+    if not hit:
+        return {"checked": True, "overlap": overlap,
+                "message": f"checked: none of the scored GIFs is among the checkpoint's {len(seen)} training GIFs"}
+    detail = ", ".join(f"{t} {n} of {len({r.key for r in datasets[t].records})}" for t, n in hit.items())
+    return {"checked": True, "overlap": overlap,
+            "message": f"WARNING: the checkpoint trained or validated on GIFs it is now scored on ({detail} "
+                       "scored GIFs); these numbers are not test numbers"}
+
+
+# -- FrameQA beside published numbers -----------------------------------------------------------------
+def frameqa_answer_set(records, predictions, answer_vocab) -> dict:
+    """The FrameQA numbers that put our accuracy beside published tables (docs/fidelity.md, "The FrameQA
+    answer set"): how many scored answers the training answers never contain (our head cannot produce
+    them, so they are always wrong, and ``1 - share`` is the ceiling), and the accuracy on the questions
+    whose answer was seen in training.
+
+    The official protocol's accuracy (classes from train ∪ test) is numerically our ``accuracy`` for this
+    model: its denominator is every question too, and a test-only class is not in this head, so it is
+    recorded as that same number under a name that says so, not computed differently.
+    """
+    seen = [str(r.answer) in answer_vocab.stoi for r in records]
+    n_unseen = seen.count(False)
+    hits = sum(1 for r, p, s in zip(records, predictions, seen, strict=True) if s and p == str(r.answer))
+    n_seen = len(records) - n_unseen
+    return {
+        "unseen_answer_share": n_unseen / len(records),
+        "n_unseen_answer": n_unseen,
+        "accuracy_on_seen_answers": hits / n_seen if n_seen else None,
+        "ceiling": n_seen / len(records),
+        "official_answer_set_accuracy": hits / len(records),
+        "official_answer_set_accuracy_is": "our accuracy: same denominator, and this head has no test-only class",
+    }
+
+
+def format_answer_set(numbers: dict) -> str:
+    """The labelled lines printed under the table."""
+    seen = numbers["accuracy_on_seen_answers"]
+    return "\n".join([
+        f"frameqa: {100 * numbers['unseen_answer_share']:.2f}% of the scored questions ({numbers['n_unseen_answer']}) "
+        f"have an answer never seen in training (always wrong here; ceiling {100 * numbers['ceiling']:.2f}%)",
+        "frameqa: accuracy on the questions whose answer was seen in training: "
+        + ("-" if seen is None else f"{100 * seen:.2f}%"),
+        f"frameqa: accuracy under the official answer-set protocol (train ∪ test classes): "
+        f"{100 * numbers['official_answer_set_accuracy']:.2f}%, = our accuracy (this head has no test-only class; "
+        "docs/fidelity.md)",
+    ])
 
 
 # -- the command -------------------------------------------------------------------------------------
@@ -125,6 +199,9 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
     for t in names:
         records = tgifqa.load(data, t, args.split)
         datasets[t] = QADataset(records, t, word_vocab, answer_vocab, clips, int(ckpt.config.get("max_question_len", 35)))
+    overlap = training_overlap(ckpt.config, datasets)
+    if rank == 0:
+        print(overlap["message"], file=sys.stderr)
     result = evaluate_datasets(model, datasets, answer_vocab, args.batch_size, device, rank, world)
     metrics = {"model": result["metrics"]}
     if args.baseline:
@@ -143,6 +220,9 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
     if rank != 0:
         return 0
     payload = dict(result["metrics"])
+    if "frameqa" in payload and answer_vocab is not None:
+        payload["frameqa"] = dict(payload["frameqa"], answer_set=frameqa_answer_set(
+            datasets["frameqa"].records, result["predictions"]["frameqa"], answer_vocab))
     if "baselines" in metrics:
         payload["baselines"] = metrics["baselines"]
     if args.out:
@@ -150,7 +230,8 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
         info = {"model_version": ckpt.model_version, "checkpoint": str(ckpt.path), "data": str(data),
-                "split": args.split, "tasks": names, "world_size": world}
+                "split": args.split, "tasks": names, "world_size": world,
+                "training_overlap": {k: v for k, v in overlap.items() if k != "message"}}
         (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         with open(out / "predictions.jsonl", "w") as fh:
             for t in names:
@@ -158,4 +239,6 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
                     fh.write(json.dumps(row) + "\n")
     print(f"{ckpt.model_version} on {args.split} ({data}):", file=sys.stderr)
     print(format_table(metrics))
+    if "answer_set" in payload.get("frameqa", {}):
+        print(format_answer_set(payload["frameqa"]["answer_set"]))
     return 0
