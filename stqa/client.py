@@ -96,6 +96,9 @@ def describe(response: pb.AnswerResponse, question: str, top: int = 5) -> str:
     if response.answer_index >= 0:
         details.insert(1, f"candidate #{response.answer_index}")
     lines.append("          " + ", ".join(details))
+    if response.unknown_words:
+        lines.append(f"warning:  the model does not know {', '.join(repr(w) for w in response.unknown_words)}: "
+                     "it read each as an unknown word, so the answer ignores it (confidence does not show this)")
     if response.top_k and response.task != pb.COUNT:
         lines.append("top-k:    " + "  |  ".join(f"{s.text} {s.score:.2f}" for s in response.top_k[:top]))
     lines.append("frames:   " + " ".join(str(i) for i in response.frame_indices))
