@@ -533,6 +533,14 @@ def sample_video(seed: int, index: int, config: SynthConfig | None = None) -> tu
     return _sample_scene(np.random.default_rng(np.random.SeedSequence([seed, index])), cfg)
 
 
+def test_indices(seed: int, n_videos: int, test_fraction: float) -> set[int]:
+    """The video indices a ``generate(seed, n_videos, test_fraction)`` set puts in its test split (the rest
+    are train, which training splits again into train and validation)."""
+    n_test = min(n_videos - 1, max(1, round(n_videos * test_fraction)))
+    perm = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1])).permutation(n_videos)
+    return set(perm[:n_test].tolist())
+
+
 def gif_name_for(seed: int, index: int) -> str:
     """File stem of video ``index`` (0-based) of the set generated with ``seed``."""
     return f"synth{seed}_{index:06d}"
@@ -585,9 +593,7 @@ def generate(
     if write_gifs:
         gif_dir.mkdir(exist_ok=True)
 
-    n_test = min(n_videos - 1, max(1, round(n_videos * test_fraction)))
-    perm = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1])).permutation(n_videos)
-    test_ids = set(perm[:n_test].tolist())
+    test_ids = test_indices(seed, n_videos, test_fraction)
 
     rows: dict[str, dict[str, list[list[str]]]] = {s: {t: [] for t in TASKS} for s in SPLITS}
     counters = dict.fromkeys(TASKS, 0)
@@ -629,7 +635,7 @@ def generate(
         "frames_per_event": {"active": ACTIVE_FRAMES, "rest": REST_FRAMES},
         "min_num_frames_for_sampling": max_frames // 2 + 1,
         "frame_count_range": [min(frame_counts), max(frame_counts)],
-        "videos": {s: (n_test if s == "Test" else n_videos - n_test) for s in SPLITS},
+        "videos": {s: (len(test_ids) if s == "Test" else n_videos - len(test_ids)) for s in SPLITS},
         "questions": {s: {t: len(rows[s][t]) for t in TASKS} for s in SPLITS},
         "vocabulary": {
             "shapes": list(SHAPES),
