@@ -5,8 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from stqa.client import describe
 from stqa.server.convert import answer_response
+
+from stqa.client import describe
 from stqa.v1 import video_qa_pb2 as pb
 
 
