@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from stqa.checkpoint import BUNDLED_MODEL, is_checkpoint
-    from stqa.client import VideoQAClient, save_picture
+    from stqa.client import VideoQAClient, save_picture, spec_of
 
     if args.checkpoint is None and not is_checkpoint(BUNDLED_MODEL):
         raise SystemExit(f"demo: the bundled model is missing from {BUNDLED_MODEL}; run `make model` first "
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 correct += ok
                 total += 1
                 picture = save_picture(OUT / f"{record.task}_{record.gif_name}.png", video, record.question, reply,
-                                       truth=truth)
+                                       truth=truth, spec=spec_of(info, reply.model_version))
                 print(f"   [{record.task:10s}] Q: {record.question}")
                 if record.candidates:
                     print(f"                candidates: {' | '.join(record.candidates)}")

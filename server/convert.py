@@ -42,6 +42,8 @@ def answer_response(prediction: PredictionLike, *, task: int, frame_indices: Seq
         frame_indices=frame_indices,
         model_version=str(model_version),
         task=task,
+        # getattr: a PredictionLike from before the field existed (or a test fake) knows no unknown words.
+        unknown_words=[str(w) for w in getattr(prediction, "unknown_words", ())],
     )
     if return_attention:
         if prediction.temporal_attention is None or prediction.spatial_attention is None:

@@ -36,11 +36,22 @@ class VideoQAServer:
         self.service = VideoQAService(config, self.metrics, query_factory)
         self._server: grpc.aio.Server | None = None
         self._load_task: asyncio.Task | None = None
+        self._preloaded: list[ServedPredictor] | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
 
+    async def load(self) -> None:
+        """Load and check every model now, before :meth:`start` binds anything.
+
+        ``stqa serve`` calls it first, so a bad ``--checkpoint`` fails without the port ever being bound or
+        "listening" announced; :meth:`start` then serves these models at once. Without it (the in-process
+        test server), :meth:`start` loads in the background while health says NOT_SERVING.
+        """
+        self._preloaded = await self._load_predictors()
+
     async def start(self) -> int:
-        """Bind and start serving (health NOT_SERVING); model loading continues in the background.
+        """Bind and start serving; the models :meth:`load` loaded, or loading continues in the background
+        (health NOT_SERVING until it is done).
 
         Returns the bound gRPC port (useful with ``port=0``). Raises OSError when a port cannot be bound
         or the TLS files cannot be read.
@@ -86,7 +97,7 @@ class VideoQAServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, status)
 
-    async def _load(self) -> None:
+    async def _load_predictors(self) -> list[ServedPredictor]:
         loop = asyncio.get_running_loop()
         paths: list[Path | None] = list(self.config.checkpoints) or [None]
         predictors: list[ServedPredictor] = []
@@ -95,6 +106,10 @@ class VideoQAServer:
             log.info("loaded %s: tasks %s, version %s", path or "the bundled model",
                      ", ".join(predictor.tasks), predictor.model_version)
             predictors.append(predictor)
+        return predictors
+
+    async def _load(self) -> None:
+        predictors = self._preloaded if self._preloaded is not None else await self._load_predictors()
         self.service.attach(predictors)
         if not self.service.draining:
             await self._set_health(True)

@@ -134,6 +134,14 @@ async def serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     server = VideoQAServer(config)
+    # Load and check the models before binding: a bad checkpoint must fail before anything says "listening"
+    # (a supervisor or script waiting for that line would otherwise send traffic to a server about to die).
+    try:
+        await server.load()
+    except Exception as exc:  # any loader failure (missing files, bad config, wrong spec) ends serve the same way
+        log.debug("loading failed", exc_info=True)
+        print(f"stqa serve: could not load the model: {exc}", file=sys.stderr)
+        return 1
     try:
         port = await server.start()
     except OSError as exc:

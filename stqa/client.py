@@ -96,6 +96,9 @@ def describe(response: pb.AnswerResponse, question: str, top: int = 5) -> str:
     if response.answer_index >= 0:
         details.insert(1, f"candidate #{response.answer_index}")
     lines.append("          " + ", ".join(details))
+    if response.unknown_words:
+        lines.append(f"warning:  the model does not know {', '.join(repr(w) for w in response.unknown_words)}: "
+                     "it read each as an unknown word, so the answer ignores it (confidence does not show this)")
     if response.top_k and response.task != pb.COUNT:
         lines.append("top-k:    " + "  |  ".join(f"{s.text} {s.score:.2f}" for s in response.top_k[:top]))
     lines.append("frames:   " + " ".join(str(i) for i in response.frame_indices))
@@ -106,9 +109,18 @@ def describe(response: pb.AnswerResponse, question: str, top: int = 5) -> str:
     return "\n".join(lines)
 
 
+def spec_of(info: pb.ModelInfo, model_version: str) -> pb.FeatureSpec | None:
+    """The feature spec of the served model ``model_version`` (None if the server does not list it)."""
+    return next((m.spec for m in info.models if m.model_version == model_version), None)
+
+
 def save_picture(path: str | Path, video: str | Path | bytes, question: str, response: pb.AnswerResponse,
-                 truth: str | None = None) -> Path:
-    """Draw the response's attention over the video's sampled frames (decoded locally) into ``path``."""
+                 truth: str | None = None, spec: pb.FeatureSpec | None = None) -> Path:
+    """Draw the response's attention over the video's sampled frames (decoded locally) into ``path``.
+
+    ``spec`` (the answering model's, from :func:`spec_of`) places the heat on the crop the model saw and at
+    its backbone's measured cell centres; without it the crop is the centred square, cells assumed uniform.
+    """
     import numpy as np
 
     from stqa.viz import frames_for_indices, save_attention_picture
@@ -123,7 +135,8 @@ def save_picture(path: str | Path, video: str | Path | bytes, question: str, res
     return save_attention_picture(
         path, frames, np.asarray(response.temporal_attention), np.asarray(response.spatial_attention).reshape(n, g, g),
         question=question, answer=response.answer, frame_indices=list(response.frame_indices), truth=truth,
-        subtitle=subtitle,
+        subtitle=subtitle, image_size=(spec.image_size or None) if spec is not None else None,
+        backbone=spec.backbone if spec is not None else None,
     )
 
 
@@ -171,11 +184,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             response = client.answer(args.video, args.question, task, args.candidates,
                                      return_attention=args.attention_out is not None, timeout=args.timeout)
+            # The picture needs the model's input size and backbone to draw the heat where it looked.
+            spec = spec_of(client.model_info(timeout=args.timeout), response.model_version) \
+                if args.attention_out is not None else None
         except grpc.RpcError as err:
             print(f"stqa ask: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
     print(describe(response, args.question))
     if args.attention_out is not None:
-        path = save_picture(args.attention_out, args.video, args.question, response)
+        path = save_picture(args.attention_out, args.video, args.question, response, spec=spec)
         print(f"picture:  {path}")
     return 0

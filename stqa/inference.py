@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,8 @@ class Prediction:
     top_k: list[tuple[str, float]]
     temporal_attention: np.ndarray | None
     spatial_attention: np.ndarray | None
+    #: Question/candidate words outside the checkpoint's vocabulary: the model saw "<unk>" for each.
+    unknown_words: list[str] = field(default_factory=list)
 
 
 def clip_text(text: str, limit: int = 80) -> str:
@@ -216,6 +219,16 @@ class Predictor:
                 results[i] = p
         return results  # type: ignore[return-value]
 
+    def unknown_words(self, question: str, candidates: Sequence[str] = ()) -> list[str]:
+        """The tokens of ``question`` and ``candidates`` not in the word vocabulary, first appearance first
+        (the model reads each as ``<unk>``, so its answer cannot depend on what they mean)."""
+        unknown: dict[str, None] = {}
+        for text in (question, *candidates):
+            for token in tokenize(text):
+                if token not in self.word_vocab.stoi:
+                    unknown.setdefault(token)
+        return list(unknown)
+
     def _predict_task(self, task: str, group: list[Query], timings: dict[str, float] | None) -> list[Prediction]:
         spec = tasks.get(task)
         tokens, lengths = pack_questions(
@@ -254,6 +267,7 @@ class Predictor:
                     confidence=d.confidence, top_k=d.top_k,
                     temporal_attention=t_att.numpy() if t_att is not None else None,
                     spatial_attention=s_att.reshape(s_att.shape[0], side, side).numpy() if s_att is not None else None,
+                    unknown_words=self.unknown_words(q.question, q.candidates),
                 )
             )
         return preds

@@ -1,7 +1,8 @@
 """The attention picture: what the model looked at, and when.
 
 One panel per sampled frame, in order: the frame with the model's 7x7 spatial attention drawn over it as
-a smooth, semi-transparent heat map (opacity grows with the weight, so unattended areas stay clear),
+a smooth, semi-transparent heat map (opacity grows with the weight, so unattended areas stay clear) over
+the centre crop the model saw only, each cell at its backbone's measured centre (stqa.video.geometry),
 and under it a bar with the frame's temporal attention weight. The frame the model leaned on most is
 outlined. The title carries the question and the answer (and the ground truth when known).
 
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from stqa.video.geometry import CellCentres, CropBox, cell_centres, crop_box
 
 _HEAT_CMAP = "turbo"
 _ACCENT = "#2b8cbe"
@@ -24,23 +26,68 @@ _BEST = "#e6550d"
 _MAX_COLUMNS = 9
 
 
-def upsample_heatmap(grid: np.ndarray, height: int, width: int) -> tuple[np.ndarray, float]:
-    """A square attention grid (7x7 usually) resized smoothly (bicubic) to ``height x width``.
+def heatmap_in_frame(
+    grid: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    size: int | None = None,
+    centres: CellCentres | None = None,
+) -> tuple[np.ndarray, float, CropBox]:
+    """A square attention grid (7x7 usually) drawn over a ``height x width`` frame where the model looked.
 
-    Returns the map stretched to [0, 1] between its minimum and maximum, and its contrast in [0, 1]:
-    0 for a uniform grid (the model looked everywhere alike), near 1 for a single peaked cell. The picture
-    scales the overlay's opacity by the contrast so that a flat map is not drawn as a confident one.
+    The model sees only the centre crop of the frame (shorter side resized to ``size``, then ``size x
+    size``: :func:`stqa.video.geometry.crop_box`), and cell ``(i, j)`` of its map looks at
+    ``(centres.x[j], centres.y[i])`` in that input (:func:`stqa.video.geometry.cell_centres`; uniform when
+    not given). So the heat at a frame pixel is the grid interpolated at that pixel's position among the cell
+    centres (smoothstep-weighted bilinear: each cell's value is reached exactly at its centre, and the map
+    is smooth between; beyond the outer centres it fades out over one grid pitch), and zero outside the
+    crop. ``size`` defaults to the shorter side (the crop is then
+    the centred square, as at any size up to rounding).
+
+    Returns the map stretched to [0, 1] between the grid's minimum and maximum, its contrast in [0, 1] (0
+    for a uniform grid, near 1 for a single peaked cell: the picture scales the overlay's opacity by it so
+    that a flat map is not drawn as a confident one), and the crop box.
     """
-    grid = np.asarray(grid, dtype=np.float32)
+    grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 2 or grid.shape[0] != grid.shape[1] or grid.shape[0] < 1:
         raise ValueError(f"spatial attention must be a square grid, got shape {grid.shape}")
     if not np.isfinite(grid).all() or (grid < 0).any():
         raise ValueError("spatial attention must be finite and non-negative")
+    g = grid.shape[0]
+    size = int(size) if size is not None else min(height, width)
+    box = crop_box(height, width, size)
+    centres = centres if centres is not None else cell_centres(None, size, g)
+    for along in (centres.x, centres.y):
+        if len(along) != g or (g > 1 and not (np.diff(along) > 0).all()):
+            raise ValueError(f"cell centres must be {g} increasing positions per axis, got {list(along)}")
     low, peak = float(grid.min()), float(grid.max())
     contrast = 1.0 - float(grid.mean()) / peak if peak > 0 else 0.0
     scaled = (grid - low) / (peak - low) if peak > low else np.zeros_like(grid)
-    image = Image.fromarray(scaled, mode="F").resize((width, height), Image.Resampling.BICUBIC)
-    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0), contrast
+
+    def axis(n: int, start: float, extent: float, along: Sequence[float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # Frame pixel centres -> model-input pixels -> fractional cell index (clamped at the outer centres)
+        # -> the two cells around it and the smoothstep weight. Beyond an outer cell's centre its heat fades
+        # out over one grid pitch (size / g) and is cut at the crop's edge: that cell looks at its centre,
+        # so holding its value to the edge would draw a band the model did not attend to.
+        u = (np.arange(n) + 0.5 - start) * size / extent
+        beyond = np.maximum(along[0] - u, 0.0) + np.maximum(u - along[-1], 0.0)
+        inside = ((u >= 0) & (u < size)) * np.clip(1.0 - beyond * g / size, 0.0, 1.0)
+        f = np.interp(u, np.asarray(along, dtype=np.float64), np.arange(g, dtype=np.float64)) if g > 1 \
+            else np.zeros(n)
+        lo = np.clip(np.floor(f).astype(np.int64), 0, max(g - 2, 0))
+        hi = np.minimum(lo + 1, g - 1)
+        t = np.clip(f - lo, 0.0, 1.0)
+        return lo, hi, t * t * (3.0 - 2.0 * t), inside
+
+    y0, y1, wy, in_y = axis(height, box.top, box.height, centres.y)
+    x0, x1, wx, in_x = axis(width, box.left, box.width, centres.x)
+    top = scaled[np.ix_(y0, x0)] * (1 - wx) + scaled[np.ix_(y0, x1)] * wx
+    bottom = scaled[np.ix_(y1, x0)] * (1 - wx) + scaled[np.ix_(y1, x1)] * wx
+    heat = top * (1 - wy)[:, None] + bottom * wy[:, None]
+    heat *= np.outer(in_y, in_x)
+    return np.clip(heat, 0.0, 1.0).astype(np.float32), contrast, box
 
 
 def frames_for_indices(source: str | Path | bytes, frame_indices: Sequence[int], limits=None) -> np.ndarray:
@@ -77,10 +124,15 @@ def attention_figure(
     frame_indices: Sequence[int] | None = None,
     truth: str | None = None,
     subtitle: str | None = None,
+    image_size: int | None = None,
+    backbone: str | None = None,
 ):
     """Build the attention picture as a matplotlib Figure (caller saves or shows it).
 
     ``frames``: t RGB uint8 images; ``temporal``: t weights; ``spatial``: [t, G, G] weights (G = 7 usually).
+    ``image_size`` and ``backbone`` are the model's (its FeatureSpec): they place the crop the model saw
+    and the cells' measured centres (:func:`heatmap_in_frame`); without them the crop is the centred square
+    and the cells are assumed uniform. The area the model never saw is veiled and the crop outlined.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,18 +183,32 @@ def attention_figure(
     # Bars are scaled to the largest weight, but never below twice the uniform weight: a flat temporal
     # distribution then shows as half-length bars rather than as every frame being "the" frame.
     peak_weight = max(float(temporal.max()), 2.0 / t)
+    grid_side = spatial.shape[1]
+    size = image_size or min(frames[0].shape[:2])
+    centres = cell_centres(backbone, size, grid_side)
     for i in range(t):
         r, c = divmod(i, columns)
         frame = frames[i]
         h, w = frame.shape[:2]
         ax = fig.add_subplot(grid[r, c])
         ax.imshow(frame, interpolation="bilinear")
-        heat, contrast = upsample_heatmap(spatial[i], h, w)
+        heat, contrast, box = heatmap_in_frame(spatial[i], h, w, size=size, centres=centres)
         overlay = heat_cmap(heat)
         # Opacity follows attention (clear below 10% of the range, so unattended areas stay visible) and the
         # map's contrast (a nearly uniform map fades out instead of posing as a sharp one).
         overlay[..., 3] = 0.65 * min(1.0, 1.5 * contrast) * np.clip((heat - 0.1) / 0.9, 0.0, 1.0) ** 0.7
         ax.imshow(overlay, interpolation="bilinear")
+        if box.height < h - 0.5 or box.width < w - 0.5:
+            # What the model never saw: veiled, and the crop it did see outlined (imshow's extent puts pixel
+            # k at [k - 0.5, k + 0.5], so continuous coordinate c is drawn at c - 0.5).
+            veil = np.zeros((h, w, 4), dtype=np.float32)
+            veil[..., :3] = 1.0
+            veil[..., 3] = 0.6
+            r0, c0 = int(round(box.top)), int(round(box.left))
+            veil[r0:int(round(box.top + box.height)), c0:int(round(box.left + box.width)), 3] = 0.0
+            ax.imshow(veil, interpolation="nearest")
+            ax.add_patch(Rectangle((box.left - 0.5, box.top - 0.5), box.width, box.height, fill=False,
+                                   edgecolor="white", linestyle="--", linewidth=1.2))
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -161,7 +227,7 @@ def attention_figure(
         bar.set_xlim(0, 1)
         bar.set_ylim(0, 1)
         bar.axis("off")
-    fig.text(0.5, 0.12 / fig_h, "heat: spatial attention within each frame (relative)   |   "
+    fig.text(0.5, 0.12 / fig_h, "heat: spatial attention over the crop the model sees (relative)   |   "
              "bars: temporal attention across frames (sums to 1; longest bar outlined above)",
              ha="center", va="bottom", fontsize=7.5, color="#666666")
     return fig

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stqa.viz import attention_figure, frames_for_indices, save_attention_picture, upsample_heatmap
+from stqa.viz import attention_figure, frames_for_indices, save_attention_picture
 
 
 def _gif(n_frames: int, size: int = 24) -> bytes:
@@ -16,22 +16,6 @@ def _gif(n_frames: int, size: int = 24) -> bytes:
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
     return buf.getvalue()
-
-
-def test_upsample_heatmap_range_and_contrast():
-    uniform, flat = upsample_heatmap(np.full((7, 7), 1 / 49), 56, 40)
-    assert uniform.shape == (56, 40) and flat == pytest.approx(0.0, abs=1e-6) and uniform.max() == 0.0
-    peaked = np.zeros((7, 7))
-    peaked[2, 5] = 1.0
-    heat, sharp = upsample_heatmap(peaked, 70, 70)
-    assert sharp == pytest.approx(1 - 1 / 49)
-    assert 0.0 <= heat.min() and heat.max() <= 1.0
-    row, col = np.unravel_index(np.argmax(heat), heat.shape)
-    assert row // 10 == 2 and col // 10 == 5  # the peak stays in its cell
-    with pytest.raises(ValueError, match="square"):
-        upsample_heatmap(np.ones((3, 4)), 8, 8)
-    with pytest.raises(ValueError, match="non-negative"):
-        upsample_heatmap(-np.ones((7, 7)), 8, 8)
 
 
 def test_figure_checks_shapes():

@@ -153,6 +153,34 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def training_overlap_warning(config: dict, gif_names: set[str]) -> str | None:
+    """A warning when videos to score are ones the checkpoint trained (or selected its epoch) on, else None.
+
+    Synthetic scenes depend only on (seed, index), so ``synth<seed>_<index>`` of any set generated with the
+    checkpoint's ``training_data.synthetic`` seed is one of its training videos when ``index`` is below its
+    video count and outside that set's test split (``stqa.data.synth.test_indices``).
+    """
+    from stqa.data import synth
+
+    trained = (config.get("training_data") or {}).get("synthetic")
+    if not trained or not gif_names:
+        return None
+    seed, n_videos = int(trained["seed"]), int(trained["videos"])
+    test = synth.test_indices(seed, n_videos, float(trained["test_fraction"]))
+    seen = 0
+    for name in gif_names:
+        try:
+            s, index = synth.parse_gif_name(name)
+        except ValueError:
+            continue  # not a synthetic video: nothing known about it
+        seen += s == seed and index < n_videos and index not in test
+    if not seen:
+        return None
+    return (f"{seen} of the {len(gif_names)} videos to score were this checkpoint's training or validation videos "
+            f"(synthetic seed {seed}, videos 0..{n_videos - 1}): the scores are optimistic; generate the set with "
+            f"another --seed")
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``stqa evaluate``."""
     rank, world, device = comm.init_distributed(args.device)
@@ -195,6 +223,9 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
             )
         clips = FrameClips(args.videos or data / "gifs", spec)
 
+    warning = training_overlap_warning(ckpt.config, {r.gif_name for t in names for r in tgifqa.load(data, t, args.split)})
+    if warning and rank == 0:
+        print(f"warning: {warning}", file=sys.stderr)
     datasets = {}
     for t in names:
         records = tgifqa.load(data, t, args.split)

@@ -29,6 +29,14 @@ from stqa.tasks import get as get_task
 SPLITS: tuple[str, ...] = ("train", "test")  # the splits a set has (tgifqa's names); every video is in one
 
 
+def test_indices(seed: int, n_videos: int, test_fraction: float) -> set[int]:
+    """The video indices a ``generate(seed, n_videos, test_fraction)`` set puts in its test split (the rest
+    are train, which training splits again into train and validation)."""
+    n_test = min(n_videos - 1, max(1, round(n_videos * test_fraction)))
+    perm = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1])).permutation(n_videos)
+    return set(perm[:n_test].tolist())
+
+
 def generate(
     out_dir: str | Path,
     n_videos: int,
@@ -68,9 +76,8 @@ def generate(
     if write_gifs:
         gif_dir.mkdir(exist_ok=True)
 
-    n_test = min(n_videos - 1, max(1, round(n_videos * test_fraction)))
-    perm = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1])).permutation(n_videos)
-    test_ids = set(perm[:n_test].tolist())
+    test_ids = test_indices(seed, n_videos, test_fraction)
+    n_test = len(test_ids)
 
     rows: dict[str, dict[str, list[dict[str, str]]]] = {s: {t: [] for t in TASK_NAMES} for s in SPLITS}
     counters = dict.fromkeys(TASK_NAMES, 0)
