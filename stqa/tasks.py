@@ -13,6 +13,7 @@ Torch-free on purpose: the client, the server's validation and the synthetic gen
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,23 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r} needs the answer vocabulary to decide")
         return _decide_word(values, answer_words)
 
+    def decide_among(self, scores: Sequence[float] | np.ndarray | Any, phrases: Sequence[str]) -> Decision:
+        """A multiple-choice question asked without candidates: ``scores`` has one score per answer phrase
+        the model saw in training (``phrases``); the best phrase answers, ``top_k`` holds the
+        :data:`TOP_K` best, probabilities are a softmax over all of them, ``answer_index`` is -1 (there
+        were no candidates to index)."""
+        if not self.multiple_choice:
+            raise ValueError(f"task {self.name!r} is not multiple choice")
+        values = np.asarray(_to_numpy(scores), dtype=np.float64).reshape(-1)
+        if len(values) != len(phrases) or not len(phrases):
+            raise ValueError(f"{self.name}: {len(values)} scores for {len(phrases)} answer phrases")
+        order = _ranked(values)
+        probs = _softmax(values)
+        best = order[0]
+        return Decision(prediction=best, answer=str(phrases[best]), answer_index=-1, count=None,
+                        confidence=float(probs[best]),
+                        top_k=[(str(phrases[j]), float(probs[j])) for j in order[:TOP_K]], best=best)
+
 
 _TASKS = (
     TaskSpec("count", "COUNT", 1, 0, ("gif_name", "question", "answer", "vid_id", "key"), "COUNT",
@@ -155,6 +173,36 @@ def from_proto(value: int) -> TaskSpec:
         raise ValueError(f"unknown task value {value}; expected "
                          + ", ".join(f"{s.proto_name}={s.proto_value}" for s in _TASKS))
     return spec
+
+
+# -- the task a question asks ---------------------------------------------------------------------------
+# TGIF-QA's questions come from templates per task (Jang et al., CVPR 2017, Sec. 3); these patterns are
+# those templates. Measured on every question of the real annotation files (docs/serving.md, "Task
+# inference"); "do once"/"do twice" are the synthetic benchmark's spelling of "do 1 time"/"do 2 times"
+# (only after "do": TGIF-QA's FrameQA asks "what do the men play together all at once ?").
+_COUNT = re.compile(r"^\s*how\s+many\s+times\b")
+_ACTION = re.compile(r"^\s*what\s+(?:does|do)\b.*\b(?:times?|do\s+(?:once|twice))\s*[?.!]*\s*$")
+_TRANSITION = re.compile(
+    r"^\s*what\s+(?:does|do)\b.*\b(?:do|does)\s+(?:before|after|beforehand|afterwards?)\b")
+
+
+def infer_task(question: str) -> str:
+    """The task a question asks, from its wording alone: ``count`` ("how many times ..."), ``transition``
+    ("what does ... do before/after ..."), ``action`` ("what does ... do N times"), else ``frameqa``.
+
+    Transition is tested before action: "what does he do after he jumps two times ?" asks for a transition.
+    ValueError for a question that is not a string.
+    """
+    if not isinstance(question, str):
+        raise ValueError(f"question must be a string, got {type(question).__name__}")
+    text = question.lower()
+    if _COUNT.search(text):
+        return "count"
+    if _TRANSITION.search(text):
+        return "transition"
+    if _ACTION.search(text):
+        return "action"
+    return "frameqa"
 
 
 def parse_task_list(text: str) -> tuple[str, ...]:
