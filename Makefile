@@ -11,11 +11,11 @@ CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
 all: test
 
-# 1. The environment: torch pinned to the local CPU wheel (constraints.txt), build tools, runtime and test deps.
+# 1. The environment: torch pinned to the local CPU wheel (constraints.txt), build tools, runtime, test and web deps.
 $(VENV)/.deps: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0 "scikit-build-core>=1.0" "pybind11>=2.12" ninja
-	$(PIP) install -q -c constraints.txt -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(d['dependencies']+d['optional-dependencies']['test']))")
+	$(PIP) install -q -c constraints.txt -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(d['dependencies']+d['optional-dependencies']['test']+d['optional-dependencies']['web']))")
 	touch $@
 
 # 2. The package and its C++ extension, built against that torch (no build isolation: it would fetch another torch).
