@@ -25,7 +25,7 @@ def task_value(name: str) -> int:
 
 
 def answer_response(prediction: PredictionLike, *, task: int, frame_indices: Sequence[int], model_version: str,
-                    return_attention: bool) -> pb.AnswerResponse:
+                    return_attention: bool, task_inferred: bool = False) -> pb.AnswerResponse:
     """The response for one prediction, timings left empty (the service fills them last).
 
     Per-frame arrays keep only the ``len(frame_indices)`` real frames: padding never reaches the caller.
@@ -42,6 +42,7 @@ def answer_response(prediction: PredictionLike, *, task: int, frame_indices: Seq
         frame_indices=frame_indices,
         model_version=str(model_version),
         task=task,
+        task_inferred=task_inferred,
     )
     if return_attention:
         if prediction.temporal_attention is None or prediction.spatial_attention is None:

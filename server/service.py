@@ -415,7 +415,8 @@ class VideoQAService(pb_grpc.VideoQAServicer):
             self.metrics.stage_latency.labels(stage=stage).observe(seconds)
         response = convert.answer_response(result.value, task=task.proto_value, frame_indices=prepared.frame_indices,
                                            model_version=route.predictor.model_version,
-                                           return_attention=checked.return_attention)
+                                           return_attention=checked.return_attention,
+                                           task_inferred=checked.task_inferred)
         convert.fill_timings(response.timings, decode_s=decode_s, queue_s=result.queue_s, stage_s=result.stage_s,
                              total_s=time.perf_counter() - started)
         return response

@@ -74,7 +74,8 @@ def check_parsed(request: Any) -> None:
 @dataclass
 class CheckedAnswer:
     """An AnswerRequest that passed every check that needs no decoding; ``video`` is the one copy the
-    service keeps (it empties the field once it has taken the bytes)."""
+    service keeps (it empties the field once it has taken the bytes); ``task_inferred``: the request left
+    the task unspecified and ``task`` comes from the question."""
 
     task: TaskSpec
     predictor: ServedPredictor
@@ -82,6 +83,7 @@ class CheckedAnswer:
     candidates: list[str]
     video: bytes
     return_attention: bool
+    task_inferred: bool = False
 
 
 def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
@@ -89,22 +91,25 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
     """Check everything about an Answer request that can be checked without decoding.
 
     ``served``: proto task value -> the predictor serving it. Checks run in a fixed order (parsing,
-    task, question, candidates, the model's own question check, video), so a request with several
-    faults is always refused for the same one.
+    task (inferred from the question when unspecified), question, candidates, the model's own question
+    check, video), so a request with several faults is always refused for the same one.
     """
     check_parsed(request)
+    question = request.question
     value = request.task
-    if value == pb.TASK_UNSPECIFIED:
-        raise invalid(f"task is required ({_TASK_CHOICES})")
+    inferred = value == pb.TASK_UNSPECIFIED
+    if inferred:  # the caller left the task to us: the question's wording says which (stqa.tasks.infer_task)
+        # (a question over the limit is refused below; it is not worth reading here)
+        value = tasks.get(tasks.infer_task(question if len(question) <= config.max_question_chars else "")).proto_value
     try:
         task = tasks.from_proto(value)
     except ValueError:
-        raise invalid(f"unknown task value {value}; expected {_TASK_CHOICES}") from None
+        raise invalid(f"unknown task value {value}; expected {_TASK_CHOICES}, or none to infer it") from None
+    how = " (inferred from the question; set task to override)" if inferred else ""
     predictor = served.get(value)
     if predictor is None:
         names = ", ".join(tasks.from_proto(v).proto_name for v in sorted(served))
-        raise invalid(f"task {task.proto_name} is not served by this server (serves {names})")
-    question = request.question
+        raise invalid(f"task {task.proto_name}{how} is not served by this server (serves {names})")
     if not question.strip():
         raise invalid("question is empty")
     if len(question) > config.max_question_chars:
@@ -112,7 +117,7 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
     candidates = list(request.candidates)
     if task.multiple_choice:
         if len(candidates) != task.num_candidates:
-            raise invalid(f"{task.proto_name} needs exactly {task.num_candidates} candidates, "
+            raise invalid(f"{task.proto_name}{how} needs exactly {task.num_candidates} candidates, "
                           f"got {len(candidates)}")
         for i, text in enumerate(candidates):
             if not text.strip():
@@ -120,7 +125,7 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
             if len(text) > config.max_candidate_chars:
                 raise invalid(f"candidate {i} is {len(text)} characters; the limit is {config.max_candidate_chars}")
     elif candidates:
-        raise invalid(f"{task.proto_name} takes no candidates, got {len(candidates)}")
+        raise invalid(f"{task.proto_name}{how} takes no candidates, got {len(candidates)}")
     try:  # before decoding: a question the model cannot read costs nothing
         predictor.check_question(task.name, question, candidates)
     except ValueError as exc:
@@ -130,4 +135,4 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
         raise invalid("video is empty")
     if len(video) > config.max_video_bytes:
         raise invalid(f"video is {len(video)} bytes; the limit is {config.max_video_bytes}")
-    return CheckedAnswer(task, predictor, question, candidates, video, bool(request.return_attention))
+    return CheckedAnswer(task, predictor, question, candidates, video, bool(request.return_attention), inferred)

@@ -1,6 +1,8 @@
 """``stqa ask``: ask a running ``stqa serve`` a question about a video, optionally drawing the attention.
 
-    stqa ask clip.gif "how many times does the man nod ?" --task count --attention-out nod.png
+    stqa ask clip.gif "how many times does the man nod ?" --attention-out nod.png
+
+The task is inferred from the question by the server (``stqa.tasks.infer_task``) unless ``--task`` says it.
 
 :class:`VideoQAClient` is the same thing as a library (one channel, reused for every call).
 """
@@ -23,8 +25,11 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 80 * 1024 * 1024
 
 
-def task_value(task: str | int) -> int:
-    """Task name ("count", ...; any case) or proto enum value -> proto enum value."""
+def task_value(task: str | int | None) -> int:
+    """Task name ("count", ...; any case) or proto enum value -> proto enum value; None ->
+    ``TASK_UNSPECIFIED`` (the server infers the task from the question)."""
+    if task is None:
+        return pb.TASK_UNSPECIFIED
     if isinstance(task, int):
         return task
     if not isinstance(task, str) or task.lower() not in tasks.TASKS:
@@ -60,13 +65,15 @@ class VideoQAClient:
         self,
         video: bytes | str | Path,
         question: str,
-        task: str | int,
+        task: str | int | None = None,
         candidates: Sequence[str] = (),
         *,
         return_attention: bool = False,
         timeout: float | None = 30.0,
     ) -> pb.AnswerResponse:
-        """Send one Answer call; ``video`` is the encoded file's bytes or its path. Raises grpc.RpcError."""
+        """Send one Answer call; ``video`` is the encoded file's bytes or its path; ``task`` None lets the
+        server infer it from the question (the response's ``task`` and ``task_inferred`` say what it
+        chose). Raises grpc.RpcError."""
         data = video if isinstance(video, (bytes, bytearray)) else Path(video).read_bytes()
         request = pb.AnswerRequest(video=bytes(data), question=question, task=task_value(task),
                                    candidates=list(candidates), return_attention=return_attention)
@@ -89,6 +96,8 @@ class VideoQAClient:
 def describe(response: pb.AnswerResponse, question: str, top: int = 5) -> str:
     """A human-readable report of one answer (what ``stqa ask`` prints)."""
     task = pb.Task.Name(response.task) if response.task else "?"
+    if response.task_inferred:
+        task += " (inferred from the question)"
     lines = [f"question: {question}", f"answer:   {response.answer}"]
     details = [f"task {task}", f"confidence {response.confidence:.2f}"]
     if response.task == pb.COUNT:
@@ -132,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path, help="video file (GIF, MP4, WebM, ...)")
     parser.add_argument("question", help="the question, in quotes")
     parser.add_argument("--task", choices=tasks.TASK_NAMES, default=None,
-                        help="which task answers (default: frameqa, or required with --candidates)")
+                        help="which task answers (default: the server infers it from the question)")
     parser.add_argument("--candidates", nargs="+", default=[], metavar="TEXT",
                         help="the 5 answer candidates of an action/transition question")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of stqa serve (default %(default)s)")
@@ -149,12 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``stqa ask``: 0 answered, 1 the server refused (status printed), 2 bad usage."""
-    task = args.task
-    if task is None:
-        if args.candidates:
-            print("stqa ask: --candidates needs --task action or --task transition", file=sys.stderr)
-            return 2
-        task = "frameqa"
+    task = args.task  # None: the server infers it from the question
     if not args.video.is_file():
         print(f"stqa ask: no such video file: {args.video}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ Torch-free on purpose: the client, the server's validation and the synthetic gen
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +156,36 @@ def from_proto(value: int) -> TaskSpec:
         raise ValueError(f"unknown task value {value}; expected "
                          + ", ".join(f"{s.proto_name}={s.proto_value}" for s in _TASKS))
     return spec
+
+
+# -- the task a question asks ---------------------------------------------------------------------------
+# TGIF-QA's questions come from templates per task (Jang et al., CVPR 2017, Sec. 3); these patterns are
+# those templates. Measured on every question of the real annotation files (docs/serving.md, "Task
+# inference"); "do once"/"do twice" are the synthetic benchmark's spelling of "do 1 time"/"do 2 times"
+# (only after "do": TGIF-QA's FrameQA asks "what do the men play together all at once ?").
+_COUNT = re.compile(r"^\s*how\s+many\s+times\b")
+_ACTION = re.compile(r"^\s*what\s+(?:does|do)\b.*\b(?:times?|do\s+(?:once|twice))\s*[?.!]*\s*$")
+_TRANSITION = re.compile(
+    r"^\s*what\s+(?:does|do)\b.*\b(?:do|does)\s+(?:before|after|beforehand|afterwards?)\b")
+
+
+def infer_task(question: str) -> str:
+    """The task a question asks, from its wording alone: ``count`` ("how many times ..."), ``transition``
+    ("what does ... do before/after ..."), ``action`` ("what does ... do N times"), else ``frameqa``.
+
+    Transition is tested before action: "what does he do after he jumps two times ?" asks for a transition.
+    ValueError for a question that is not a string.
+    """
+    if not isinstance(question, str):
+        raise ValueError(f"question must be a string, got {type(question).__name__}")
+    text = question.lower()
+    if _COUNT.search(text):
+        return "count"
+    if _TRANSITION.search(text):
+        return "transition"
+    if _ACTION.search(text):
+        return "action"
+    return "frameqa"
 
 
 def parse_task_list(text: str) -> tuple[str, ...]:

@@ -47,8 +47,8 @@ def test_ask_reports_server_errors_and_usage_errors(server, tmp_path, capsys):
     video = str(sample_videos()[0])
     assert stqa_main(["ask", video, "   ", "--task", "count", "--server", server.address]) == 1
     assert "INVALID_ARGUMENT: question is empty" in capsys.readouterr().err
-    assert stqa_main(["ask", video, "q", "--candidates", *CANDIDATES, "--server", server.address]) == 2
-    assert "needs --task" in capsys.readouterr().err
+    assert stqa_main(["ask", video, "q", "--candidates", *CANDIDATES, "--server", server.address]) == 1
+    assert "FRAMEQA (inferred from the question; set task to override) takes no candidates" in capsys.readouterr().err
     assert stqa_main(["ask", str(tmp_path / "missing.gif"), "q", "--server", server.address]) == 2
 
 

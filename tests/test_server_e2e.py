@@ -156,7 +156,9 @@ def _bad_inputs(tmp_dir: Path) -> dict[str, tuple[dict, grpc.StatusCode, str]]:
                                   "exactly 5 candidates"),
         "candidates on count": (dict(ok, video=gif, candidates=CANDIDATES), invalid, "takes no candidates"),
         "unknown task": (dict(ok, video=gif, task=42), invalid, "unknown task"),
-        "unspecified task": (dict(ok, video=gif, task=pb.TASK_UNSPECIFIED), invalid, "task is required"),
+        "inferred task, wrong candidates": (dict(ok, video=gif, task=pb.TASK_UNSPECIFIED, candidates=CANDIDATES),
+                                            invalid, "COUNT (inferred from the question; set task to override) "
+                                                     "takes no candidates"),
         "over the video size": (dict(ok, video=b"\0" * (9 << 20)), invalid, "the limit is 8388608"),
         "over the message size": (dict(ok, video=b"\0" * (13 << 20)), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     }

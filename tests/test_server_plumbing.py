@@ -281,7 +281,7 @@ def test_invalid_utf8_question_is_invalid_argument(fake_server):
     (dict(video=b"x", question="q", task=pb.ACTION, candidates=["a", "b"]), "exactly 5 candidates"),
     (dict(video=b"x", question="q", task=pb.COUNT, candidates=["a"]), "takes no candidates"),
     (dict(video=b"x", question="q", task=pb.ACTION, candidates=["a", "b", "", "d", "e"]), "candidate 2"),
-    (dict(video=b"x", question="q"), "task is required"),
+    (dict(video=b"x", question="q", candidates=["a"]), "FRAMEQA (inferred from the question; set task to override)"),
     (dict(video=b"x", question="q", task=9), "unknown task"),
     (dict(video=b"x", question="?!", task=pb.FRAMEQA), "has no words the model can read"),
     (dict(video=b"x" * (1024 * 1024 + 1), question="q", task=pb.COUNT), "the limit is 1048576"),

@@ -57,7 +57,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., features_ms: _Optional[float] = ..., model_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
-    __slots__ = ("answer", "answer_index", "count", "confidence", "top_k", "frame_indices", "temporal_attention", "spatial_attention", "model_version", "timings", "task", "attention_grid")
+    __slots__ = ("answer", "answer_index", "count", "confidence", "top_k", "frame_indices", "temporal_attention", "spatial_attention", "model_version", "timings", "task", "attention_grid", "task_inferred")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ANSWER_INDEX_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class AnswerResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_GRID_FIELD_NUMBER: _ClassVar[int]
+    TASK_INFERRED_FIELD_NUMBER: _ClassVar[int]
     answer: str
     answer_index: int
     count: float
@@ -82,7 +83,8 @@ class AnswerResponse(_message.Message):
     timings: Timings
     task: Task
     attention_grid: int
-    def __init__(self, answer: _Optional[str] = ..., answer_index: _Optional[int] = ..., count: _Optional[float] = ..., confidence: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[AnswerScore, _Mapping]]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., temporal_attention: _Optional[_Iterable[float]] = ..., spatial_attention: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., task: _Optional[_Union[Task, str]] = ..., attention_grid: _Optional[int] = ...) -> None: ...
+    task_inferred: bool
+    def __init__(self, answer: _Optional[str] = ..., answer_index: _Optional[int] = ..., count: _Optional[float] = ..., confidence: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[AnswerScore, _Mapping]]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., temporal_attention: _Optional[_Iterable[float]] = ..., spatial_attention: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., task: _Optional[_Union[Task, str]] = ..., attention_grid: _Optional[int] = ..., task_inferred: _Optional[bool] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
