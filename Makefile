@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STQA := $(VENV)/bin/stqa
 CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: all setup build test check-install lint demo model bench proto clean
+.PHONY: all setup build test check-install lint demo web model bench proto clean
 
 all: test
 
@@ -45,6 +45,10 @@ proto: $(VENV)/.deps
 
 demo: $(VENV)/.built
 	$(PY) scripts/demo.py
+
+# The page in the browser: the bundled model's server in-process, the page on http://127.0.0.1:7860 (Ctrl-C stops).
+web: $(VENV)/.built
+	$(STQA) web
 
 # The bundled default model: generate data/synth24000 if absent, train (resuming an interrupted run), copy the
 # best-on-validation checkpoint into the package, and score it on the synthetic test split.
