@@ -33,7 +33,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-EXAMPLE = json.loads((EXAMPLES / "examples.json").read_text())["examples"][0]  # a count question
+EXAMPLE = json.loads((EXAMPLES / "examples.json").read_text())["examples"][1]  # action: 5 candidates, 5 bars
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 TIMEOUT_S = 90  # one answer takes well under a second; the first page load on a loaded 2-core CPU does not
@@ -69,12 +69,14 @@ def wait_for(driver, css: str, timeout: float = TIMEOUT_S):
     return WebDriverWait(driver, timeout).until(found, f"no visible {css} within {timeout} s")
 
 
-def fill_and_ask(driver, web: WebProcess, video: Path, question: str) -> None:
+def fill_and_ask(driver, web: WebProcess, video: Path, question: str, candidates: str = "") -> None:
     driver.get(web.url)
     wait_for(driver, "#stqa-ask")
     driver.find_element(By.CSS_SELECTOR, "#stqa-video input[type=file]").send_keys(str(video))
     wait_for(driver, "#stqa-video .file-preview, #stqa-video table")  # the upload has landed
     driver.find_element(By.CSS_SELECTOR, "#stqa-question textarea").send_keys(question)
+    if candidates:
+        driver.find_element(By.CSS_SELECTOR, "#stqa-candidates textarea").send_keys(candidates)
     driver.find_element(By.CSS_SELECTOR, "#stqa-ask").click()
 
 
@@ -89,17 +91,19 @@ def requested_urls(driver) -> set[str]:
 
 
 def test_upload_ask_and_read_the_answer(web, browser):
-    fill_and_ask(browser, web, EXAMPLES / EXAMPLE["video"], EXAMPLE["question"])
+    fill_and_ask(browser, web, EXAMPLES / EXAMPLE["video"], EXAMPLE["question"], ", ".join(EXAMPLE["candidates"]))
     answer = wait_for(browser, "#stqa-answer h2")
     assert answer.text.strip() == EXAMPLE["truth"]
     details = browser.find_element(By.CSS_SELECTOR, "#stqa-answer").text
-    assert "confidence" in details and "task count (inferred from the question)" in details
-    assert EXAMPLE["truth"] in browser.find_element(By.CSS_SELECTOR, "#stqa-topk").text
+    assert "confidence" in details and "task action (inferred from the question)" in details
+    bars = browser.find_element(By.CSS_SELECTOR, "#stqa-topk").text
+    assert all(candidate in bars for candidate in EXAMPLE["candidates"]), bars
     assert "total" in wait_for(browser, "#stqa-timings").text
     strip = wait_for(browser, "#stqa-picture img")
     assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", strip) > 600
     wait_for(browser, "#stqa-plot img")
     if os.environ.get("STQA_WEB_SCREENSHOT"):
+        browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(os.environ["STQA_WEB_SCREENSHOT"])
 
     # Offline by construction: every request went to the page's own host (or never left the browser).
@@ -114,7 +118,7 @@ def test_upload_ask_and_read_the_answer(web, browser):
 def test_a_broken_video_is_a_sentence_on_the_page(web, browser, tmp_path):
     broken = tmp_path / "broken.gif"
     broken.write_bytes((EXAMPLES / EXAMPLE["video"]).read_bytes()[:300])
-    fill_and_ask(browser, web, broken, EXAMPLE["question"])
+    fill_and_ask(browser, web, broken, "what color is the growing shape ?")
     toast = WebDriverWait(browser, TIMEOUT_S).until(
         lambda d: next((e for e in d.find_elements(By.XPATH, "//*[contains(text(), 'The server could not answer')]")
                         if e.is_displayed()), False),
