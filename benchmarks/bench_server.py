@@ -34,10 +34,15 @@ from stqa.server.testing import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+# The load levels run with the video cache off: the requests cycle through a few dozen videos, which
+# would otherwise be answered from the cache and no longer measure decoding and the backbone.
 CONFIGS = {
-    "batching_on": ["--max-batch-size", "8"],  # the server default; + --max-batch-delay-ms from --batch-delay-ms
-    "batching_off": ["--max-batch-size", "1", "--max-batch-delay-ms", "0"],
+    "batching_on": ["--max-batch-size", "8", "--cache-mb", "0"],  # + --max-batch-delay-ms from --batch-delay-ms
+    "batching_off": ["--max-batch-size", "1", "--max-batch-delay-ms", "0", "--cache-mb", "0"],
 }
+#: Questions asked about each video in the follow-up measurement: the first is cold, the others follow up
+#: (all FrameQA, so that the three differ only in how the video arrives).
+FOLLOW_UPS = ("what shape is jumping ?", "what color is the jumping shape ?", "where is the square at the end ?")
 
 
 def machine_info() -> dict:
@@ -177,6 +182,43 @@ def soak(args: argparse.Namespace, requests: list, flags: list[str], concurrency
     }
 
 
+def follow_ups(checkpoint: Path | None, videos: list[bytes]) -> dict:
+    """Concurrency 1 on a fresh server with the default cache: per video, a cold question (decode and
+    backbone), then follow-up questions about it sending the bytes again (a cache hit) and by reference
+    (``video_sha256`` only, no upload). Client-side latency."""
+    import grpc
+
+    from stqa.v1 import video_qa_pb2 as pb
+    from stqa.v1 import video_qa_pb2_grpc as pb_grpc
+
+    server = Server(checkpoint, [])
+    times: dict[str, list[float]] = {"cold": [], "follow_up_bytes": [], "follow_up_reference": []}
+    try:
+        with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 80 << 20)]) as channel:
+            stub = pb_grpc.VideoQAStub(channel)
+            warm = stub.Answer(pb.AnswerRequest(video=videos[-1], question=FOLLOW_UPS[0]), timeout=60)
+            assert warm.answer
+            for video in videos[:-1]:
+                started = time.perf_counter()
+                cold = stub.Answer(pb.AnswerRequest(video=video, question=FOLLOW_UPS[0]), timeout=60)
+                times["cold"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                stub.Answer(pb.AnswerRequest(video=video, question=FOLLOW_UPS[1]), timeout=60)
+                times["follow_up_bytes"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                stub.Answer(pb.AnswerRequest(video_sha256=cold.video_sha256, question=FOLLOW_UPS[2]), timeout=60)
+                times["follow_up_reference"].append(time.perf_counter() - started)
+        text = server.metrics()
+        hits = float(re.search(r"^stqa_cache_hits_total (\S+)", text, re.M).group(1))
+    finally:
+        server.terminate()
+    p50 = {k: round(float(np.percentile(np.asarray(v) * 1000.0, 50)), 2) for k, v in times.items()}
+    return {"videos": len(videos) - 1, "p50_ms": p50, "cache_hits": hits,
+            "ratio_bytes": round(p50["follow_up_bytes"] / p50["cold"], 3),
+            "ratio_reference": round(p50["follow_up_reference"] / p50["cold"], 3),
+            "loadavg_1min": round(os.getloadavg()[0], 2)}
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -200,14 +242,21 @@ def markdown(report: dict) -> str:
                          f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch_size']} | "
                          + " / ".join(f"{r['server_stage_mean_ms'][k]:.1f}" for k in ("decode", "queue", "features", "model"))
                          + f" | {r['loadavg_1min']} | {r['errors'] or '-'} |")
-    s = report["summary"]
     soak_report = report.get("soak")
-    lines += [
-        "", "## Summary", "",
-        f"- p50 at concurrency 1 (batching on): {s['p50_c1_ms']} ms (target < 100 ms)",
-        f"- throughput at concurrency {s['top_concurrency']}: batching on / off = {s['batching_speedup']}x "
-        "(target >= 2x at 32)",
-    ]
+    lines += ["", "## Summary", ""]
+    s = report.get("summary")
+    if s is not None:
+        lines += [
+            f"- p50 at concurrency 1 (batching on): {s['p50_c1_ms']} ms (target < 100 ms)",
+            f"- throughput at concurrency {s['top_concurrency']}: batching on / off = {s['batching_speedup']}x "
+            "(target >= 2x at 32)",
+        ]
+    f = report["follow_ups"]
+    lines.append(
+        f"- follow-up questions (concurrency 1, {f['videos']} videos, default cache): p50 cold "
+        f"{f['p50_ms']['cold']} ms, follow-up sending the bytes {f['p50_ms']['follow_up_bytes']} ms "
+        f"({f['ratio_bytes']:.0%} of cold), by reference {f['p50_ms']['follow_up_reference']} ms "
+        f"({f['ratio_reference']:.0%}); target <= 25%")
     if soak_report is not None:
         lines.append(
             f"- RSS over a {soak_report['requests']}-request soak (fresh batching server, {soak_report['warmup_requests']} "
@@ -232,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-delay-ms", type=float, default=None,
                         help="--max-batch-delay-ms of the batching server (default: the server's default)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few requests, short soak")
+    parser.add_argument("--follow-ups-only", action="store_true",
+                        help="only the follow-up measurement (cold vs cached video), no load levels or soak")
     parser.add_argument("--out", type=Path, default=RESULTS / "server_cpu", help="output stem (.json, .md)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -255,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         frames = sorted({decode_video(r.video, 1).n_frames for r in requests})
         report["video_frames"] = f"{frames[0]}-{frames[-1]}"
         report["video_kib"] = float(np.mean([len(r.video) for r in requests]) / 1024)
+
+        distinct = [p.read_bytes() for p in sorted((data / "gifs").glob("*.gif"))]
+        report["follow_ups"] = follow_ups(args.checkpoint, distinct)
+        print(f"follow-ups: {report['follow_ups']}", flush=True)
+        if args.follow_ups_only:
+            args.concurrency, args.requests, args.soak = [], [], 0
 
         configs = {name: list(flags) for name, flags in CONFIGS.items()}
         if args.batch_size is not None:
@@ -297,12 +354,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"soak: {report['soak']}", flush=True)
     on = {r["concurrency"]: r for r in report["runs"]["batching_on"]}
     off = {r["concurrency"]: r for r in report["runs"]["batching_off"]}
-    top = max(args.concurrency)
-    report["summary"] = {
-        "p50_c1_ms": on[min(args.concurrency)]["p50_ms"],
-        "top_concurrency": top,
-        "batching_speedup": round(on[top]["throughput_rps"] / off[top]["throughput_rps"], 2),
-    }
+    if args.concurrency:
+        top = max(args.concurrency)
+        report["summary"] = {
+            "p50_c1_ms": on[min(args.concurrency)]["p50_ms"],
+            "top_concurrency": top,
+            "batching_speedup": round(on[top]["throughput_rps"] / off[top]["throughput_rps"], 2),
+        }
     report["machine"]["loadavg_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

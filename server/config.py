@@ -48,6 +48,9 @@ class ServerConfig:
     # copy: docs/serving.md).
     max_bytes_in_flight: int = 32 * MiB
     max_queue: int = 32
+    # The video cache (server/cache.py): bytes of prepared clips (backbone features) kept for follow-up
+    # questions; 0 turns it off. The bundled model's clip takes 0.6 MiB, so the default holds ~400 videos.
+    cache_bytes: int = 256 * MiB
     decode_workers: int = 2
     max_batch_size: int = 8
     max_batch_delay_ms: float = 2.0
@@ -75,6 +78,8 @@ class ServerConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0 (0 turns the cache off), got {self.cache_bytes}")
         if self.max_aspect_ratio < 1:
             raise ValueError(f"max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
         if self.decode_memory_bytes < 256 * MiB:

@@ -25,7 +25,7 @@ def task_value(name: str) -> int:
 
 
 def answer_response(prediction: PredictionLike, *, task: int, frame_indices: Sequence[int], model_version: str,
-                    return_attention: bool, task_inferred: bool = False) -> pb.AnswerResponse:
+                    return_attention: bool, task_inferred: bool = False, video_sha256: str = "") -> pb.AnswerResponse:
     """The response for one prediction, timings left empty (the service fills them last).
 
     Per-frame arrays keep only the ``len(frame_indices)`` real frames: padding never reaches the caller.
@@ -43,6 +43,7 @@ def answer_response(prediction: PredictionLike, *, task: int, frame_indices: Seq
         model_version=str(model_version),
         task=task,
         task_inferred=task_inferred,
+        video_sha256=video_sha256,
     )
     if return_attention:
         if prediction.temporal_attention is None or prediction.spatial_attention is None:
@@ -79,7 +80,7 @@ def limits(config: ServerConfig) -> pb.Limits:
         max_in_flight=c.max_in_flight, max_queue=c.max_queue, max_bytes_in_flight=c.max_bytes_in_flight,
         max_batch_size=c.max_batch_size, max_batch_delay_ms=c.max_batch_delay_ms,
         max_aspect_ratio=c.max_aspect_ratio, max_decoded_pixels=c.max_decoded_pixels,
-        decode_memory_bytes=c.decode_memory_bytes,
+        decode_memory_bytes=c.decode_memory_bytes, cache_bytes=c.cache_bytes,
     )
 
 

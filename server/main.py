@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="worker processes decoding videos (default %(default)s)")
     perf.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                       help="most requests per forward; 1 disables batching (default %(default)s)")
+    perf.add_argument("--cache-mb", type=float, default=d.cache_bytes / MiB,
+                      help="video cache for follow-up questions (features of each video's sampled frames), "
+                           "in MiB; 0 turns it off (default %(default)g)")
     perf.add_argument("--max-batch-delay-ms", type=float, default=d.max_batch_delay_ms,
                       help="how long a batch waits for more requests after its first (default %(default)g)")
     perf.add_argument("--grace-s", type=float, default=d.grace_s,
@@ -111,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_in_flight=args.max_in_flight,
         max_bytes_in_flight=int(args.max_inflight_mb * MiB),
         max_queue=args.max_queue,
+        cache_bytes=int(args.cache_mb * MiB),
         decode_workers=args.decode_workers,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,

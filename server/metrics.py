@@ -48,6 +48,22 @@ class ServerMetrics:
         self.in_flight = Gauge(
             "stqa_in_flight", "Answer calls being handled right now", registry=self.registry,
         )
+        self.cache_hits = Counter(
+            "stqa_cache_hits", "Answer calls whose video's features were in the cache (no decode, no backbone)",
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "stqa_cache_misses", "Answer calls whose video was not in the cache", registry=self.registry,
+        )
+        self.cache_evictions = Counter(
+            "stqa_cache_evictions", "Cached videos evicted to stay under --cache-mb", registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "stqa_cache_bytes", "Bytes held by the video cache (at most --cache-mb)", registry=self.registry,
+        )
+        self.cache_entries = Gauge(
+            "stqa_cache_entries", "Videos held by the video cache", registry=self.registry,
+        )
         self._http = None
 
     def serve_http(self, host: str, port: int) -> int:

@@ -31,6 +31,7 @@ from stqa.v1 import video_qa_pb2_grpc as pb_grpc
 
 from . import convert
 from .batcher import Batcher, BatcherClosed, BatchResult, Expired, QueueFull
+from .cache import VideoCache, video_sha256
 from .config import MiB, ServerConfig
 from .metrics import ServerMetrics
 from .predictor import QueryFactory, ServedPredictor, default_query_factory
@@ -56,6 +57,12 @@ _TRIM_INTERVAL_S = 1.0
 _DEADLINE_SKEW_S = 0.25
 # How long an admitted call may wait for its turn to be received before it is refused.
 _RECEIVE_WAIT_S = 1.0
+# Videos at least this large are hashed on a waiter thread, not on the event loop (~2 ms per MiB).
+_HASH_OFF_LOOP_BYTES = 256 * 1024
+# A decode shared by identical concurrent requests that fails with one of these failed for the leader's
+# own reasons (its deadline, its cancellation, capacity): a follower decodes for itself instead.
+_LEADER_ONLY_CODES = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                      grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class _HeldBytes:
@@ -121,6 +128,10 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         self._last_trim = 0.0
         self._trim_scheduled = False
         self._latency_ewma_s = 0.05
+        # Follow-up questions: prepared clips (features) by (video SHA-256, model version), and the decodes
+        # in progress under the same key, so identical concurrent videos are decoded once (single-flight).
+        self.cache = VideoCache(config.cache_bytes, metrics)
+        self._decoding: dict[tuple[str, str], asyncio.Future] = {}
         self.ready = False
         self.draining = False
 
@@ -181,6 +192,7 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         self._decode_waiters.shutdown(wait=False, cancel_futures=True)
         for route in self._route_list:
             await route.batcher.close()
+        self.cache.clear()
 
     # -- RPCs ------------------------------------------------------------------------------------------
 
@@ -379,6 +391,57 @@ class VideoQAService(pb_grpc.VideoQAServicer):
             return invalid(f"video rejected: {exc}")
         return RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
+    async def _video_key(self, video: bytes, reference: str) -> str:
+        """The SHA-256 the request's video is cached under: computed from its bytes (a caller's claim is
+        never trusted to name other bytes), or the reference when only that was sent."""
+        if not video:
+            return reference
+        if len(video) >= _HASH_OFF_LOOP_BYTES:
+            sha = await asyncio.get_running_loop().run_in_executor(self._decode_waiters, video_sha256, video)
+        else:
+            sha = video_sha256(video)
+        if reference and reference != sha:
+            raise invalid(f"video_sha256 {reference[:16]}... is not the SHA-256 of the video sent ({sha[:16]}...)")
+        return sha
+
+    async def _prepared(self, route: _Route, key: tuple[str, str], video: bytes, deadline: float | None):
+        """(The clip for ``key``, the future this call published as the leader or None): decoded here, or
+        by an identical request already decoding it (single-flight).
+
+        The leader publishes its decode in ``_decoding`` until its request is done (``_answer`` removes it
+        once the features are cached), so a follower arriving meanwhile shares the decoded frames, and the
+        batcher's backbone runs once for both. A leader that fails for its own reasons (deadline,
+        cancellation, capacity) makes its followers decode for themselves; a bad video fails them all.
+        """
+        while (shared := self._decoding.get(key)) is not None:
+            try:
+                return await asyncio.shield(shared), None
+            except RequestError as exc:
+                if exc.code not in _LEADER_ONLY_CODES:
+                    raise RequestError(exc.code, exc.message) from None
+            except asyncio.CancelledError:
+                if not shared.cancelled():  # this call itself was cancelled
+                    raise
+            if self._decoding.get(key) is shared:
+                del self._decoding[key]
+            cached = self.cache.get(*key)
+            if cached is not None:
+                return cached, None
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        # A failure nobody waits for must not be logged as "never retrieved".
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._decoding[key] = future
+        try:
+            prepared = await self._decode(route, video, deadline)
+        except RequestError as exc:
+            future.set_exception(RequestError(exc.code, exc.message))
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        future.set_result(prepared)
+        return prepared, future
+
     async def _answer(self, checked: CheckedAnswer, context: grpc.aio.ServicerContext, started: float,
                       held: _HeldBytes) -> pb.AnswerResponse:
         route, task, question, candidates = (self._routes[checked.task.proto_value], checked.task, checked.question,
@@ -390,36 +453,66 @@ class VideoQAService(pb_grpc.VideoQAServicer):
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed on arrival")
 
         decode_started = time.perf_counter()
+        key = (await self._video_key(video, checked.video_sha256), route.predictor.model_version)
+        mine: asyncio.Future | None = None  # the decode this call leads, published to identical calls
         try:
-            prepared = await self._decode(route, video, deadline)
-        finally:
-            del video  # not pinned by the traceback of a refusal
-        held.hold(0)
-        decode_s = time.perf_counter() - decode_started
-        self.metrics.stage_latency.labels(stage="decode").observe(decode_s)
+            prepared = self.cache.get(*key)  # a hit skips decoding (and the backbone) entirely
+            if prepared is None and not video:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, self._not_cached_message(key[0]))
+            if prepared is None:
+                try:
+                    prepared, mine = await self._prepared(route, key, video, deadline)
+                finally:
+                    del video  # not pinned by the traceback of a refusal
+            else:
+                del video
+            held.hold(0)
+            decode_s = time.perf_counter() - decode_started
+            self.metrics.stage_latency.labels(stage="decode").observe(decode_s)
 
-        query = self._make_query(task=task.name, question=question, video=prepared, candidates=candidates)
-        try:
-            result: BatchResult = await route.batcher.submit(query, deadline)
-        except QueueFull as exc:
-            context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(self._pushback_ms())),))
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-        except Expired as exc:
-            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
-        except BatcherClosed as exc:
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-        except ValueError as exc:  # the predictor rejected this query (after isolating it from its batch)
-            raise invalid(str(exc)) from None
+            query = self._make_query(task=task.name, question=question, video=prepared, candidates=candidates)
+            try:
+                result: BatchResult = await route.batcher.submit(query, deadline)
+            except QueueFull as exc:
+                context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(self._pushback_ms())),))
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+            except Expired as exc:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+            except BatcherClosed as exc:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            except ValueError as exc:  # the predictor rejected this query (after isolating it from its batch)
+                raise invalid(str(exc)) from None
+            self._remember(key, prepared)
+        finally:
+            if mine is not None and self._decoding.get(key) is mine:
+                del self._decoding[key]
         self.metrics.stage_latency.labels(stage="queue").observe(result.queue_s)
         for stage, seconds in result.stage_s.items():
             self.metrics.stage_latency.labels(stage=stage).observe(seconds)
         response = convert.answer_response(result.value, task=task.proto_value, frame_indices=prepared.frame_indices,
                                            model_version=route.predictor.model_version,
                                            return_attention=checked.return_attention,
-                                           task_inferred=checked.task_inferred)
+                                           task_inferred=checked.task_inferred, video_sha256=key[0])
         convert.fill_timings(response.timings, decode_s=decode_s, queue_s=result.queue_s, stage_s=result.stage_s,
                              total_s=time.perf_counter() - started)
         return response
+
+    def _not_cached_message(self, sha: str) -> str:
+        if not self.cache.enabled:
+            return (f"video {sha[:16]}... is not cached: this server keeps no video cache (--cache-mb 0); "
+                    "send the video's bytes")
+        return f"video {sha[:16]}... is not cached (evicted, or never sent to this model); send the video's bytes"
+
+    def _remember(self, key: tuple[str, str], prepared: Any) -> None:
+        """Cache the clip's features once the model has computed them (a clip the predictor could not
+        reduce to features is not cached)."""
+        features_only = getattr(prepared, "features_only", None)
+        if features_only is None or getattr(prepared, "features", None) is None or not self.cache.enabled:
+            return
+        if prepared.frames is None:  # it came from the cache: only touch it
+            return
+        entry = features_only()
+        self.cache.put(key[0], key[1], entry, entry.nbytes)
 
     def _make_query(self, **fields: Any) -> Any:
         if self._query_factory is None:

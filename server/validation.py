@@ -19,6 +19,7 @@ from stqa import tasks
 from stqa.tasks import TaskSpec
 from stqa.v1 import video_qa_pb2 as pb
 
+from .cache import is_sha256
 from .config import ServerConfig
 from .predictor import ServedPredictor
 
@@ -75,7 +76,8 @@ def check_parsed(request: Any) -> None:
 class CheckedAnswer:
     """An AnswerRequest that passed every check that needs no decoding; ``video`` is the one copy the
     service keeps (it empties the field once it has taken the bytes); ``task_inferred``: the request left
-    the task unspecified and ``task`` comes from the question."""
+    the task unspecified and ``task`` comes from the question; ``video_sha256``: the video the request
+    refers to (lower-case hex), "" unless it sent one (with ``video`` too, the server checks they agree)."""
 
     task: TaskSpec
     predictor: ServedPredictor
@@ -84,6 +86,7 @@ class CheckedAnswer:
     video: bytes
     return_attention: bool
     task_inferred: bool = False
+    video_sha256: str = ""
 
 
 def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
@@ -116,9 +119,11 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
         raise invalid(f"question is {len(question)} characters; the limit is {config.max_question_chars}")
     candidates = list(request.candidates)
     if task.multiple_choice:
-        if len(candidates) != task.num_candidates:
-            raise invalid(f"{task.proto_name}{how} needs exactly {task.num_candidates} candidates, "
-                          f"got {len(candidates)}")
+        # None: the model chooses among its training answer phrases (predictor.check_question below
+        # refuses that for a checkpoint without them).
+        if candidates and len(candidates) != task.num_candidates:
+            raise invalid(f"{task.proto_name}{how} needs exactly {task.num_candidates} candidates (or none, to "
+                          f"choose among the model's training answer phrases), got {len(candidates)}")
         for i, text in enumerate(candidates):
             if not text.strip():
                 raise invalid(f"candidate {i} is empty")
@@ -131,8 +136,12 @@ def check_answer_request(request: Any, served: Mapping[int, ServedPredictor],
     except ValueError as exc:
         raise invalid(str(exc)) from None
     video = request.video
-    if not video:
-        raise invalid("video is empty")
+    reference = request.video_sha256.strip().lower()
+    if reference and not is_sha256(reference):
+        raise invalid(f"video_sha256 must be 64 hex digits (a SHA-256), got {request.video_sha256[:80]!r}")
+    if not video and not reference:
+        raise invalid("video is empty (send the video, or the video_sha256 of one sent before)")
     if len(video) > config.max_video_bytes:
         raise invalid(f"video is {len(video)} bytes; the limit is {config.max_video_bytes}")
-    return CheckedAnswer(task, predictor, question, candidates, video, bool(request.return_attention), inferred)
+    return CheckedAnswer(task, predictor, question, candidates, video, bool(request.return_attention), inferred,
+                         reference)

@@ -10,6 +10,7 @@ The task is inferred from the question by the server (``stqa.tasks.infer_task``)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,24 +61,54 @@ class VideoQAClient:
         self._metadata = [("authorization", f"Bearer {auth_token}")] if auth_token else []
         self._stub = pb_grpc.VideoQAStub(self._channel)
         self.server = server
+        self._sent: set[str] = set()  # SHA-256 of videos the server answered for: asked again by reference
 
     def answer(
         self,
-        video: bytes | str | Path,
+        video: bytes | str | Path | None,
         question: str,
         task: str | int | None = None,
         candidates: Sequence[str] = (),
         *,
         return_attention: bool = False,
         timeout: float | None = 30.0,
+        by_reference: bool | None = None,
+        video_sha256: str | None = None,
     ) -> pb.AnswerResponse:
-        """Send one Answer call; ``video`` is the encoded file's bytes or its path; ``task`` None lets the
-        server infer it from the question (the response's ``task`` and ``task_inferred`` say what it
-        chose). Raises grpc.RpcError."""
-        data = video if isinstance(video, (bytes, bytearray)) else Path(video).read_bytes()
-        request = pb.AnswerRequest(video=bytes(data), question=question, task=task_value(task),
-                                   candidates=list(candidates), return_attention=return_attention)
-        return self._stub.Answer(request, timeout=timeout, metadata=self._metadata)
+        """Send one Answer call. Raises grpc.RpcError.
+
+        ``video``: the encoded file's bytes or its path (None: ask about ``video_sha256``, a video the
+        server has cached; NOT_FOUND if it has not). ``task`` None lets the server infer it from the
+        question (the response's ``task`` and ``task_inferred`` say what it chose); ``candidates`` may be
+        empty for action/transition (the model's training answer phrases are ranked instead).
+        ``by_reference``: send only the video's SHA-256 first and the bytes only if the server answers
+        NOT_FOUND (evicted); None (default) does so for videos this client has already sent.
+        """
+        if video is None:
+            if not video_sha256:
+                raise ValueError("give the video (bytes or a path) or the video_sha256 of one sent before")
+            return self._call(pb.AnswerRequest(video_sha256=video_sha256, question=question, task=task_value(task),
+                                               candidates=list(candidates), return_attention=return_attention),
+                              timeout)
+        data = bytes(video) if isinstance(video, (bytes, bytearray)) else Path(video).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        request = pb.AnswerRequest(question=question, task=task_value(task), candidates=list(candidates),
+                                   return_attention=return_attention, video_sha256=sha)
+        if by_reference or (by_reference is None and sha in self._sent):
+            try:
+                return self._call(request, timeout)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            # Evicted (or never sent to this server): send the bytes after all.
+        request.video = data
+        return self._call(request, timeout)
+
+    def _call(self, request: pb.AnswerRequest, timeout: float | None) -> pb.AnswerResponse:
+        response = self._stub.Answer(request, timeout=timeout, metadata=self._metadata)
+        if response.video_sha256:
+            self._sent.add(response.video_sha256)
+        return response
 
     def model_info(self, timeout: float | None = 10.0) -> pb.ModelInfo:
         """What the server serves (tasks, model versions, feature spec, limits)."""
@@ -112,6 +143,8 @@ def describe(response: pb.AnswerResponse, question: str, top: int = 5) -> str:
     lines.append(f"timings:  decode {t.decode_ms:.1f} ms, queue {t.queue_ms:.1f} ms, features {t.features_ms:.1f} ms, "
                  f"model {t.model_ms:.1f} ms, total {t.total_ms:.1f} ms (server side)")
     lines.append(f"model:    {response.model_version}")
+    if response.video_sha256:
+        lines.append(f"video:    sha256 {response.video_sha256}")
     return "\n".join(lines)
 
 
@@ -173,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     with VideoQAClient(args.server, tls_ca=args.tls_ca, auth_token=token) as client:
         try:
-            response = client.answer(args.video, args.question, task, args.candidates,
+            # By reference first: a video the server still has cached is not uploaded again.
+            response = client.answer(args.video, args.question, task, args.candidates, by_reference=True,
                                      return_attention=args.attention_out is not None, timeout=args.timeout)
         except grpc.RpcError as err:
             print(f"stqa ask: {err.code().name}: {err.details()}", file=sys.stderr)

@@ -117,6 +117,23 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r} needs the answer vocabulary to decide")
         return _decide_word(values, answer_words)
 
+    def decide_among(self, scores: Sequence[float] | np.ndarray | Any, phrases: Sequence[str]) -> Decision:
+        """A multiple-choice question asked without candidates: ``scores`` has one score per answer phrase
+        the model saw in training (``phrases``); the best phrase answers, ``top_k`` holds the
+        :data:`TOP_K` best, probabilities are a softmax over all of them, ``answer_index`` is -1 (there
+        were no candidates to index)."""
+        if not self.multiple_choice:
+            raise ValueError(f"task {self.name!r} is not multiple choice")
+        values = np.asarray(_to_numpy(scores), dtype=np.float64).reshape(-1)
+        if len(values) != len(phrases) or not len(phrases):
+            raise ValueError(f"{self.name}: {len(values)} scores for {len(phrases)} answer phrases")
+        order = _ranked(values)
+        probs = _softmax(values)
+        best = order[0]
+        return Decision(prediction=best, answer=str(phrases[best]), answer_index=-1, count=None,
+                        confidence=float(probs[best]),
+                        top_k=[(str(phrases[j]), float(probs[j])) for j in order[:TOP_K]], best=best)
+
 
 _TASKS = (
     TaskSpec("count", "COUNT", 1, 0, ("gif_name", "question", "answer", "vid_id", "key"), "COUNT",

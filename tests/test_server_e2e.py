@@ -100,11 +100,12 @@ def _check_attention(reply: pb.AnswerResponse) -> None:
 
 @pytest.mark.parametrize("task, candidates", [(pb.COUNT, []), (pb.ACTION, CANDIDATES),
                                               (pb.TRANSITION, CANDIDATES), (pb.FRAMEQA, [])])
-def test_every_task_answers_with_attention(stub, task, candidates):
+def test_every_task_answers_with_attention(server, stub, task, candidates):
     from stqa.video.decode import decode_video
 
     video = sample_videos()[0]
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    hits = re.search(r"^stqa_cache_hits_total (\S+)", server.metrics(), re.M).group(1)
     reply = stub.Answer(pb.AnswerRequest(video=video.read_bytes(), question="what does the red cross do ?",
                                          task=task, candidates=candidates, return_attention=True), timeout=60)
     assert reply.task == task and reply.answer and reply.model_version == info.model_version
@@ -121,7 +122,9 @@ def test_every_task_answers_with_attention(stub, task, candidates):
     assert list(reply.frame_indices) == expected
     _check_attention(reply)
     assert reply.timings.total_ms > 0 and reply.timings.decode_ms > 0 and reply.timings.model_ms > 0
-    assert reply.timings.features_ms > 0  # the backbone, timed by the Predictor
+    cached = re.search(r"^stqa_cache_hits_total (\S+)", server.metrics(), re.M).group(1) != hits
+    # The backbone, timed by the Predictor; a follow-up on the same video answers from the cached features.
+    assert (reply.timings.features_ms > 0) != cached
     # Without return_attention the maps are left out.
     plain = stub.Answer(pb.AnswerRequest(video=video.read_bytes(), question="what does the red cross do ?",
                                          task=task, candidates=candidates), timeout=60)

@@ -331,10 +331,19 @@ def log_epoch(cfg: TrainConfig, out: Path, summary: dict, improved: bool, writer
             writer.add_scalar(f"val/{t}", tasks.get(t).headline(m), summary["step"])
 
 
+def answer_phrases(train: dict[str, list]) -> dict[str, list[str]]:
+    """Every candidate text of each multiple-choice task's training records, unique and sorted: what the
+    Predictor scores a question against when it comes without candidates."""
+    return {task: sorted({c.strip() for r in records for c in r.candidates if c.strip()})
+            for task, records in train.items() if tasks.get(task).multiple_choice}
+
+
 def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answer_vocab, spec: FeatureSpec,
-                    pretraining: dict | None) -> dict:
-    """What every checkpoint of the run records besides the training summary."""
+                    pretraining: dict | None, phrases: dict[str, list[str]] | None = None) -> dict:
+    """What every checkpoint of the run records besides the training summary (``phrases``: see
+    :func:`answer_phrases`)."""
     return {
+        "answer_phrases": phrases or {},
         "name": cfg.name or out.name,
         "stqa_version": __version__,
         "model": model.config.to_dict(),

@@ -105,7 +105,8 @@ def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
             torch.set_rng_state(ckpt.rng_state)
     step_model = stages.wrap_for_steps(model, names, world, device)
     writer = stages.open_tensorboard(cfg, rank)
-    base_meta = stages.checkpoint_meta(cfg, out, model, word_vocab, answer_vocab, spec, pretraining)
+    base_meta = stages.checkpoint_meta(cfg, out, model, word_vocab, answer_vocab, spec, pretraining,
+                                       stages.answer_phrases(split.train))
 
     groups = video_groups(train_sets)
     for epoch in range(state.epoch, cfg.epochs):

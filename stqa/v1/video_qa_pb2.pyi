@@ -21,18 +21,20 @@ TRANSITION: Task
 FRAMEQA: Task
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("video", "question", "task", "candidates", "return_attention")
+    __slots__ = ("video", "question", "task", "candidates", "return_attention", "video_sha256")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     RETURN_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_SHA256_FIELD_NUMBER: _ClassVar[int]
     video: bytes
     question: str
     task: Task
     candidates: _containers.RepeatedScalarFieldContainer[str]
     return_attention: bool
-    def __init__(self, video: _Optional[bytes] = ..., question: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., candidates: _Optional[_Iterable[str]] = ..., return_attention: _Optional[bool] = ...) -> None: ...
+    video_sha256: str
+    def __init__(self, video: _Optional[bytes] = ..., question: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., candidates: _Optional[_Iterable[str]] = ..., return_attention: _Optional[bool] = ..., video_sha256: _Optional[str] = ...) -> None: ...
 
 class AnswerScore(_message.Message):
     __slots__ = ("text", "score")
@@ -57,7 +59,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., features_ms: _Optional[float] = ..., model_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
-    __slots__ = ("answer", "answer_index", "count", "confidence", "top_k", "frame_indices", "temporal_attention", "spatial_attention", "model_version", "timings", "task", "attention_grid", "task_inferred")
+    __slots__ = ("answer", "answer_index", "count", "confidence", "top_k", "frame_indices", "temporal_attention", "spatial_attention", "model_version", "timings", "task", "attention_grid", "task_inferred", "video_sha256")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ANSWER_INDEX_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +73,7 @@ class AnswerResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_GRID_FIELD_NUMBER: _ClassVar[int]
     TASK_INFERRED_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_SHA256_FIELD_NUMBER: _ClassVar[int]
     answer: str
     answer_index: int
     count: float
@@ -84,7 +87,8 @@ class AnswerResponse(_message.Message):
     task: Task
     attention_grid: int
     task_inferred: bool
-    def __init__(self, answer: _Optional[str] = ..., answer_index: _Optional[int] = ..., count: _Optional[float] = ..., confidence: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[AnswerScore, _Mapping]]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., temporal_attention: _Optional[_Iterable[float]] = ..., spatial_attention: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., task: _Optional[_Union[Task, str]] = ..., attention_grid: _Optional[int] = ..., task_inferred: _Optional[bool] = ...) -> None: ...
+    video_sha256: str
+    def __init__(self, answer: _Optional[str] = ..., answer_index: _Optional[int] = ..., count: _Optional[float] = ..., confidence: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[AnswerScore, _Mapping]]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., temporal_attention: _Optional[_Iterable[float]] = ..., spatial_attention: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., task: _Optional[_Union[Task, str]] = ..., attention_grid: _Optional[int] = ..., task_inferred: _Optional[bool] = ..., video_sha256: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
@@ -117,7 +121,7 @@ class ServedModel(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., model_version: _Optional[str] = ..., spec: _Optional[_Union[FeatureSpec, _Mapping]] = ..., answer_vocab_size: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_video_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s", "max_question_chars", "max_in_flight", "max_queue", "max_batch_size", "max_batch_delay_ms", "max_aspect_ratio", "max_decoded_pixels", "decode_memory_bytes", "max_bytes_in_flight")
+    __slots__ = ("max_message_bytes", "max_video_bytes", "max_pixels", "max_frames", "max_duration_s", "decode_timeout_s", "max_question_chars", "max_in_flight", "max_queue", "max_batch_size", "max_batch_delay_ms", "max_aspect_ratio", "max_decoded_pixels", "decode_memory_bytes", "max_bytes_in_flight", "cache_bytes")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_VIDEO_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +137,7 @@ class Limits(_message.Message):
     MAX_DECODED_PIXELS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_video_bytes: int
     max_pixels: int
@@ -148,7 +153,8 @@ class Limits(_message.Message):
     max_decoded_pixels: int
     decode_memory_bytes: int
     max_bytes_in_flight: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., decode_timeout_s: _Optional[float] = ..., max_question_chars: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_aspect_ratio: _Optional[float] = ..., max_decoded_pixels: _Optional[int] = ..., decode_memory_bytes: _Optional[int] = ..., max_bytes_in_flight: _Optional[int] = ...) -> None: ...
+    cache_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., decode_timeout_s: _Optional[float] = ..., max_question_chars: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_aspect_ratio: _Optional[float] = ..., max_decoded_pixels: _Optional[int] = ..., decode_memory_bytes: _Optional[int] = ..., max_bytes_in_flight: _Optional[int] = ..., cache_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("tasks", "model_version", "spec", "limits", "models", "server_version")
