@@ -8,10 +8,12 @@ must come back as a sentence, never a traceback.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from stqa.server.testing import ServeProcess
@@ -40,6 +42,11 @@ def client(web):
 def ask(client: Client, video: Path, question: str, task: str = "auto", candidates: str = ""):
     """One question through the page's API: (summary, top_k, timings, picture path, plot)."""
     return client.predict(handle_file(str(video)), question, task, candidates, api_name="/ask")
+
+
+def decode_ms(timings: str) -> float:
+    """The server's decode time out of the page's timings line."""
+    return float(re.search(r"decode ([0-9.]+) ms", timings).group(1))
 
 
 def refusal(client: Client, *args, **kwargs) -> str:
@@ -84,6 +91,17 @@ def test_bundled_examples_answer_with_task_inferred(client, example):
     with Image.open(picture) as image:  # the attention strip: one tile per sampled frame, wide
         assert image.format == "PNG" and image.width > 600 and image.height > 300
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png;base64,")
+
+
+def test_a_follow_up_question_uses_the_server_cache(client, tmp_path):
+    video = tmp_path / "fresh.gif"  # bytes no one sent before: the first question must decode them
+    rng = np.random.default_rng(7)
+    frames = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(20)]
+    frames[0].save(video, save_all=True, append_images=frames[1:], duration=80)
+    *_, first, _, _ = ask(client, video, "how many times does the red circle jump ?")
+    *_, again, _, _ = ask(client, video, "what color is the jumping shape ?")
+    assert "cache" not in first and decode_ms(first) >= 1.0, first  # a real decode takes milliseconds
+    assert "answered from its cache" in again and decode_ms(again) < 1.0, again
 
 
 def test_task_override_wins_over_inference(client):

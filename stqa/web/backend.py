@@ -9,6 +9,7 @@ never a second inference path, so what it shows is exactly what the server answe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import tempfile
@@ -122,6 +123,7 @@ class Asker:
         self.timeout_s = timeout_s
         self._client = VideoQAClient(server)
         self._limits: pb.Limits | None = None
+        self._answered: set[str] = set()  # SHA-256 of videos answered: the client asks about them by reference
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -176,6 +178,8 @@ class Asker:
         task = (task or AUTO).strip().lower()
         path = self.check(video, question, task, candidates)
         question = str(question).strip()
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        asked_before = sha in self._answered
         started = time.perf_counter()
         try:
             response = self._client.answer(path, question, None if task == AUTO else task, candidates,
@@ -183,6 +187,7 @@ class Asker:
         except grpc.RpcError as err:
             raise PageError(readable_error(err, self.server, self.timeout_s)) from None
         round_trip_ms = (time.perf_counter() - started) * 1000
+        self._answered.add(sha)
         started = time.perf_counter()
         picture = _draw(path, question, response)
         picture_ms = (time.perf_counter() - started) * 1000
@@ -192,7 +197,7 @@ class Asker:
             picture=picture,
             frame_indices=list(response.frame_indices),
             temporal=list(response.temporal_attention),
-            timings=describe_timings(response, round_trip_ms, picture_ms),
+            timings=describe_timings(response, round_trip_ms, picture_ms, asked_before),
             response=response,
         )
 
@@ -228,12 +233,21 @@ def summarise(response: pb.AnswerResponse) -> str:
     return "\n".join(lines)
 
 
-def describe_timings(response: pb.AnswerResponse, round_trip_ms: float, picture_ms: float) -> str:
-    """Where the time went: the server's stages, the round trip the page measured, and drawing."""
+def describe_timings(response: pb.AnswerResponse, round_trip_ms: float, picture_ms: float,
+                     asked_before: bool = False) -> str:
+    """Where the time went: the server's stages, the round trip the page measured, and drawing.
+
+    ``asked_before``: this page already had an answer about these very bytes. The client then sends the
+    video by its SHA-256 and the server answers from its cache, with no decoding (well under a
+    millisecond for the hash lookup, where a real decode takes milliseconds); if the server had evicted
+    it, the client re-sent the bytes and the decode time shows it, so the note is only made when both hold.
+    """
     t = response.timings
     return (f"server: decode {t.decode_ms:.1f} ms · queue {t.queue_ms:.1f} ms · features {t.features_ms:.1f} ms · "
             f"model {t.model_ms:.1f} ms · **total {t.total_ms:.1f} ms**  \n"
-            f"page: round trip {round_trip_ms:.1f} ms · drawing the attention strip {picture_ms:.1f} ms")
+            f"page: round trip {round_trip_ms:.1f} ms · drawing the attention strip {picture_ms:.1f} ms"
+            + ("  \nasked about this video before: the server answered from its cache (no decoding, no backbone)"
+               if asked_before and t.decode_ms < 1.0 else ""))
 
 
 def temporal_figure(frame_indices: Sequence[int], temporal: Sequence[float]) -> Any:
