@@ -9,15 +9,15 @@ CSRC := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 # The editable install maps every module to its file: a module added, moved or removed needs a reinstall.
 PYFILES := $(shell find stqa server -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: all setup build test check-install lint demo model bench proto clean
+.PHONY: all setup build test check-install lint demo web model bench proto clean
 
 all: test
 
-# 1. The environment: torch pinned to the local CPU wheel (constraints.txt), build tools, runtime and test deps.
+# 1. The environment: torch pinned to the local CPU wheel (constraints.txt), build tools, runtime, test and web deps.
 $(VENV)/.deps: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0 "scikit-build-core>=1.0" "pybind11>=2.12" ninja
-	$(PIP) install -q -c constraints.txt -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(d['dependencies']+d['optional-dependencies']['test']))")
+	$(PIP) install -q -c constraints.txt -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];print('\n'.join(d['dependencies']+d['optional-dependencies']['test']+d['optional-dependencies']['web']))")
 	touch $@
 
 # 2. The package and its C++ extension, built against that torch (no build isolation: it would fetch another torch).
@@ -47,6 +47,10 @@ proto: $(VENV)/.deps
 
 demo: $(VENV)/.built
 	$(PY) scripts/demo.py
+
+# The page in the browser: the bundled model's server in-process, the page on http://127.0.0.1:7860 (Ctrl-C stops).
+web: $(VENV)/.built
+	$(STQA) web
 
 # The bundled default model: generate data/synth24000 if absent, train (resuming an interrupted run), copy the
 # best-on-validation checkpoint into the package, and score it on the synthetic test split.

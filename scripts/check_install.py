@@ -49,9 +49,10 @@ EXTRA_FILES = {"protos/stqa/v1/video_qa.proto": "stqa/v1/video_qa.proto"}
 # A few the product cannot run without, named so that a rule that drops them from the sdist too is caught.
 MUST_SHIP = ("stqa/data/__init__.py", "stqa/data/synth/__init__.py", "stqa/assets/default/config.json",
              "stqa/assets/default/model.safetensors", "stqa/v1/video_qa_pb2.py", "stqa/v1/video_qa_pb2_grpc.py",
-             "stqa/server/main.py", "stqa/v1/video_qa.proto")
+             "stqa/server/main.py", "stqa/v1/video_qa.proto", "stqa/web/page.py",
+             "stqa/assets/examples/examples.json", "stqa/assets/examples/synth12345_000008.gif")
 EXTENSION = re.compile(r"^stqa/_C\..*\.so$")
-SUBCOMMANDS = ("synth", "extract", "train", "evaluate", "serve", "ask")
+SUBCOMMANDS = ("synth", "extract", "train", "evaluate", "serve", "ask", "web")
 SYNTH_VIDEOS = 8  # 6 train / 2 test: questions of every task in both splits
 
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("stqa.evaluation.command", "score a checkpoint on a TGIF-QA style split"),
     "serve": ("stqa.server.main", "run the gRPC VideoQA service"),
     "ask": ("stqa.client", "ask the gRPC service a question about a video"),
+    "web": ("stqa.web", "a page in the browser to ask the model about a video (needs stqa[web])"),
 }
 
 EXIT_BAD_INPUT = 2  # same as argparse's usage errors
