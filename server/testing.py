@@ -134,13 +134,18 @@ class ServeProcess:
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM (graceful drain) and wait; kill and return -9 if it does not exit within ``timeout``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return terminate(self.proc, timeout)
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM a server process and wait; kill it (and return -9) if it does not exit within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 # -- hostile inputs --------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from stqa.server import testing
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "stqa" / "assets" / "examples"
 
@@ -55,13 +55,7 @@ class WebProcess:
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM and wait; kill (and return -9) if it does not stop within ``timeout``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return testing.terminate(self.proc, timeout)
 
 
 def require_gradio() -> None:
