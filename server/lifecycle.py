@@ -22,6 +22,8 @@ from .predictor import PredictorLoader, QueryFactory, ServedPredictor, default_l
 from .service import SERVICE_NAME, VideoQAService, add_video_qa_service
 
 log = logging.getLogger("stqa.server")
+# After the grace period and the decoders' stop, how long the last calls get to send their status.
+_STOP_AFTER_GRACE_S = 1.0
 
 
 class VideoQAServer:
@@ -131,7 +133,12 @@ class VideoQAServer:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         if self._server is not None:
-            await self._server.stop(grace)
+            # Calls in flight get the grace period; then their decodes are stopped, so each ends with a
+            # status of its own (UNAVAILABLE: shutting down) instead of being cancelled by gRPC, whose
+            # cancellation of a running handler is logged as an unhandled error.
+            await self.service.wait_idle(grace)
+            self.service.stop_decoding()
+            await self._server.stop(_STOP_AFTER_GRACE_S)
             self._server = None
         await self.service.close()
         self.metrics.close()

@@ -185,6 +185,17 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         """Names of the tasks being served, in proto order (empty until the models are attached)."""
         return [convert.task_name(value) for value in sorted(self._routes)]
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until no Answer call is in flight, at most ``timeout`` seconds (shutdown's grace period)."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def stop_decoding(self) -> None:
+        """Stop the decode workers now: decodes in progress end, their calls answer UNAVAILABLE."""
+        if self._decode_pool is not None:
+            self._decode_pool.close()
+
     async def close(self) -> None:
         """Stop the decode workers (decodes still running end at once), finish queued model work, then
         stop the batchers."""
