@@ -132,6 +132,7 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         # in progress under the same key, so identical concurrent videos are decoded once (single-flight).
         self.cache = VideoCache(config.cache_bytes, metrics)
         self._decoding: dict[tuple[str, str], asyncio.Future] = {}
+        self._closed = False  # close() began: no new work for the waiter threads
         self.ready = False
         self.draining = False
 
@@ -187,6 +188,7 @@ class VideoQAService(pb_grpc.VideoQAServicer):
     async def close(self) -> None:
         """Stop the decode workers (decodes still running end at once), finish queued model work, then
         stop the batchers."""
+        self._closed = True
         if self._decode_pool is not None:
             self._decode_pool.close()
         self._decode_waiters.shutdown(wait=False, cancel_futures=True)
@@ -348,6 +350,8 @@ class VideoQAService(pb_grpc.VideoQAServicer):
 
         if self._decode_pool is None:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the decoders are not running")
+        if self._closed:  # e.g. a follower whose leader's decode was stopped by the shutdown
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         budget = self.config.decode_timeout_s
         deadline_binds = False
         if deadline is not None and deadline - time.monotonic() < budget:
@@ -396,6 +400,8 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         never trusted to name other bytes), or the reference when only that was sent."""
         if not video:
             return reference
+        if self._closed:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         if len(video) >= _HASH_OFF_LOOP_BYTES:
             sha = await asyncio.get_running_loop().run_in_executor(self._decode_waiters, video_sha256, video)
         else:
@@ -433,11 +439,15 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         self._decoding[key] = future
         try:
             prepared = await self._decode(route, video, deadline)
-        except RequestError as exc:
-            future.set_exception(RequestError(exc.code, exc.message))
-            raise
-        except BaseException:
-            future.cancel()
+        except BaseException as exc:
+            # Waiting followers get the outcome; later calls must not (a decode timeout under load may not
+            # recur), and the entry must not outlive the call.
+            if isinstance(exc, RequestError):
+                future.set_exception(RequestError(exc.code, exc.message))
+            else:
+                future.cancel()
+            if self._decoding.get(key) is future:
+                del self._decoding[key]
             raise
         future.set_result(prepared)
         return prepared, future

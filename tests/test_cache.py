@@ -207,3 +207,17 @@ def test_cache_off_and_stqa_ask_by_reference(tmp_path, capsys):
             assert "--cache-mb 0" in err.value.details()
     finally:
         assert proc.terminate() == 0
+
+
+def test_a_failed_decode_leaves_nothing_behind(server):
+    garbage = b"GIF89a" + bytes(range(256)) * 8
+    channel, stub = _stub(server)
+    with channel:
+        for _ in range(2):  # decoded (and refused) each time: a failure is never cached
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Answer(pb.AnswerRequest(video=garbage, question=COUNT_Q), timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "video rejected" in err.value.details()
+    service = server.server.service
+    assert service._decoding == {}
+    version = service._route_list[0].predictor.model_version
+    assert service.cache.get(hashlib.sha256(garbage).hexdigest(), version) is None
