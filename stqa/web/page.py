@@ -38,7 +38,8 @@ def theme() -> gr.themes.Base:
 
 def build(asker: Asker, examples: list[Example]) -> gr.Blocks:
     """The page: upload or pick a video, ask, and see the answer, top-k, attention strip and timings."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
+    # delete_cache: uploads and drawn pictures are copied into Gradio's cache; drop them after an hour.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"# {TITLE}\n{asker.describe_server()}")
         with gr.Row():
             with gr.Column(scale=2):
