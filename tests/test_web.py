@@ -104,6 +104,15 @@ def test_a_follow_up_question_uses_the_server_cache(client, tmp_path):
     assert "answered from its cache" in again and decode_ms(again) < 1.0, again
 
 
+def test_words_the_model_does_not_know_are_a_warning_on_the_page(client):
+    example = next(e for e in EXAMPLE_LIST if e["task"] == "frameqa")
+    summary, *_ = ask(client, EXAMPLES / example["video"], "is there a dog on the skateboard ?", "frameqa")
+    assert "does not know these words" in summary
+    assert "`dog`" in summary and "`skateboard`" in summary
+    known, *_ = ask(client, EXAMPLES / example["video"], example["question"], "auto")
+    assert "does not know" not in known
+
+
 def test_task_override_wins_over_inference(client):
     example = EXAMPLE_LIST[0]  # a count question
     summary, top_k, *_ = ask(client, EXAMPLES / example["video"], example["question"], "frameqa")

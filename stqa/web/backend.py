@@ -228,6 +228,11 @@ def summarise(response: pb.AnswerResponse) -> str:
     if response.answer_index >= 0:
         details.append(f"candidate #{response.answer_index + 1}")
     lines.append(" · ".join(details))
+    if response.unknown_words:
+        # The model read these as <unk>: its answer cannot depend on them, however confident it looks.
+        words = ", ".join(f"`{w}`" for w in response.unknown_words)
+        lines += ["", f"⚠️ **The model does not know these words and ignored them:** {words}. "
+                      "The confidence does not take them into account."]
     lines.append("")
     lines.append(f"model `{response.model_version}`")
     return "\n".join(lines)
