@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -162,6 +162,9 @@ def release_free_memory() -> None:
 class _Worker:
     process: subprocess.Popen
     conn: Connection
+    # close() and the thread using the worker may both end it: only the first does.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ended: bool = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -355,13 +358,22 @@ class DecodePool:
 
     @staticmethod
     def _terminate(worker: _Worker) -> None:
+        """Kill the worker and close its socket, once, whichever thread gets here first (close() may end
+        a worker while the thread decoding on it is still reading its socket)."""
+        with worker.lock:
+            if worker.ended:
+                return
+            worker.ended = True
         if worker.alive():
             worker.process.kill()
         try:
             worker.process.wait(5.0)
         except subprocess.TimeoutExpired:
             log.error("decode worker %d did not exit after SIGKILL", worker.process.pid)
-        worker.conn.close()
+        try:
+            worker.conn.close()
+        except OSError:  # closed under a reader's feet: nothing is left to release
+            pass
 
 
 def _main(argv: list[str] | None = None) -> None:
