@@ -451,6 +451,7 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         try:
             prepared = await self._decode(route, video, deadline)
         except BaseException as exc:
+            video = None  # this frame is in the error's traceback: it must not keep the video alive
             # Waiting followers get the outcome; later calls must not (a decode timeout under load may not
             # recur), and the entry must not outlive the call.
             if isinstance(exc, RequestError):
