@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``stqa`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)  # usage errors: argparse prints usage + "stqa <cmd>: error: ..." and exits 2
+    # usage errors: argparse prints usage + "stqa <cmd>: error: ..." and exits 2. Unknown flags are reported
+    # by the subcommand's parser, so a mistyped flag shows that subcommand's usage, not the top level's.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args._run(args) or 0)
     except Exception as err:  # noqa: BLE001 - the one place every subcommand's errors are reported
@@ -94,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # raise SystemExit("error: ...") is how train/evaluate stop on bad arguments
         return _report(args, stop)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand."""
+    for action in parser._actions:  # argparse keeps subparsers only on its private action list
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
 
 
 def _report(args: argparse.Namespace, err: BaseException) -> int:

@@ -119,3 +119,11 @@ def test_checkpoint_errors_are_input_errors(capsys: pytest.CaptureFixture[str], 
     assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("stqa evaluate: error: ") and "does not exist" in err and err.count("\n") == 1
+
+
+def test_a_mistyped_flag_shows_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["synth", "--out", "x", "--vidoes", "3"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: stqa synth") and "unrecognized arguments: --vidoes 3" in err
