@@ -30,7 +30,7 @@ from stqa.checkpoint import (
     load_checkpoint,
 )
 from stqa.data.dataset import MAX_QUESTION_LEN, encode_question, pack_questions
-from stqa.data.tgifqa import Vocab, tokenize
+from stqa.data.tgifqa import Vocab, clip_text, tokenize
 from stqa.models.encode import encode_frames
 from stqa.models.stvqa import STVQA, ModelConfig
 
@@ -114,12 +114,6 @@ class Prediction:
     spatial_attention: np.ndarray | None
     #: Question/candidate words outside the checkpoint's vocabulary: the model saw "<unk>" for each.
     unknown_words: list[str] = field(default_factory=list)
-
-
-def clip_text(text: str, limit: int = 80) -> str:
-    """``text`` cut to ``limit`` characters with an ellipsis, for echoing user input in error messages
-    (a reply's status message must stay far below gRPC's 8 KB metadata limit)."""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class Predictor:

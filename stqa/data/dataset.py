@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from stqa import tasks
-from stqa.data.tgifqa import QARecord, Vocab, tokenize
+from stqa.data.tgifqa import QARecord, Vocab, clip_text, tokenize
 from stqa.video.transforms import pad_clip
 
 MAX_QUESTION_LEN = 35  # the official max_sequence_length (longest TGIF-QA question: 31 tokens)
@@ -37,8 +37,7 @@ def encode_text(vocab: Vocab, text: str, max_len: int = MAX_QUESTION_LEN) -> lis
     """Token ids of ``text`` (unknown words -> ``<unk>``), truncated to ``max_len``; never empty."""
     ids = vocab.encode(tokenize(text))[:max_len]
     if not ids:
-        shown = text if len(text) <= 80 else text[:79] + "\u2026"  # never echo a huge input whole
-        raise ValueError(f"question {shown!r} has no tokens")
+        raise ValueError(f"question {clip_text(text)!r} has no tokens")
     return ids
 
 

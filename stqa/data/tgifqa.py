@@ -291,6 +291,13 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 # --- text ------------------------------------------------------------------------------------------
 
+
+def clip_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for echoing user input in error messages
+    (a gRPC reply's status message must stay far below its 8 KB metadata limit)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 # The official tokenizer (Kim's clean_str as modified in tgif-qa data_util.py), rule for rule. Quirks
 # kept on purpose so vocabularies match: "_" survives, and the replacement strings " \( ", " \) ",
 # " \? " keep their backslash, so the question mark token is the two characters "\?".
