@@ -11,11 +11,74 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import AUTH_TOKEN_ENV, MiB, ServerConfig, read_token
 
 log = logging.getLogger("stqa.server")
+
+
+@dataclass(frozen=True)
+class _Tunable:
+    """A numeric ``stqa serve`` flag that sets one ServerConfig field, given in ``unit``s of that field."""
+
+    name: str
+    field: str
+    help: str
+    type: type = int
+    unit: int = 1
+
+    @property
+    def default_text(self) -> str:
+        return "%(default)s" if self.type is int else "%(default)g"
+
+    def default(self, config: ServerConfig) -> int | float:
+        value = getattr(config, self.field)
+        return value if self.unit == 1 else value / self.unit
+
+    def value(self, args: argparse.Namespace) -> int | float:
+        value = getattr(args, self.field)
+        return value if self.unit == 1 else int(value * self.unit)
+
+
+# One row per limit or performance flag: its name, the ServerConfig field it sets, and its help, in one place.
+_TUNABLES: dict[str, tuple[_Tunable, ...]] = {
+    "limits": (
+        _Tunable("--max-message-mb", "max_message_bytes", "gRPC max send/receive message size in MiB",
+                 float, MiB),
+        _Tunable("--max-video-mb", "max_video_bytes", "largest encoded video in MiB", float, MiB),
+        _Tunable("--max-pixels", "max_pixels",
+                 "largest frame area width*height, a GIF's whole screen (default %(default)s = 1920x1088)"),
+        _Tunable("--max-aspect-ratio", "max_aspect_ratio",
+                 "most elongated frame, longer side / shorter side", float),
+        _Tunable("--max-decoded-mpx", "max_decoded_pixels",
+                 "decode budget per video: frame area x frames decoded, in units of 2^20 pixels", float, MiB),
+        _Tunable("--max-frames", "max_frames", "most decoded frames per video"),
+        _Tunable("--max-duration-s", "max_duration_s", "longest video in seconds", float),
+        _Tunable("--decode-timeout-s", "decode_timeout_s",
+                 "decode time budget per video in seconds, also capped by the call's deadline", float),
+        _Tunable("--decode-memory-mb", "decode_memory_bytes",
+                 "address-space limit of each decode worker process in MiB", float, MiB),
+        _Tunable("--max-question-chars", "max_question_chars", "longest question in characters"),
+        _Tunable("--max-in-flight", "max_in_flight",
+                 "Answer calls handled at once; more get RESOURCE_EXHAUSTED"),
+        _Tunable("--max-inflight-mb", "max_bytes_in_flight",
+                 "request bytes held at once; a call being received counts as --max-message-mb until its size "
+                 "is known", float, MiB),
+        _Tunable("--max-queue", "max_queue", "decoded requests waiting for the model; more get RESOURCE_EXHAUSTED"),
+    ),
+    "performance": (
+        _Tunable("--decode-workers", "decode_workers", "worker processes decoding videos"),
+        _Tunable("--max-batch-size", "max_batch_size", "most requests per forward; 1 disables batching"),
+        _Tunable("--cache-mb", "cache_bytes",
+                 "video cache for follow-up questions (features of each video's sampled frames), in MiB; "
+                 "0 turns it off", float, MiB),
+        _Tunable("--max-batch-delay-ms", "max_batch_delay_ms",
+                 "how long a batch waits for more requests after its first", float),
+        _Tunable("--grace-s", "grace_s", "on SIGTERM/SIGINT, time in-flight calls get to finish", float),
+    ),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,50 +107,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint to serve; repeat for one per task (default: the bundled model)")
     model.add_argument("--device", default=d.device, help="torch device for the model (default %(default)s)")
 
-    limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-message-mb", type=float, default=d.max_message_bytes / MiB,
-                        help="gRPC max send/receive message size in MiB (default %(default)g)")
-    limits.add_argument("--max-video-mb", type=float, default=d.max_video_bytes / MiB,
-                        help="largest encoded video in MiB (default %(default)g)")
-    limits.add_argument("--max-pixels", type=int, default=d.max_pixels,
-                        help="largest frame area width*height, a GIF's whole screen (default %(default)s = 1920x1088)")
-    limits.add_argument("--max-aspect-ratio", type=float, default=d.max_aspect_ratio,
-                        help="most elongated frame, longer side / shorter side (default %(default)g)")
-    limits.add_argument("--max-decoded-mpx", type=float, default=d.max_decoded_pixels / MiB,
-                        help="decode budget per video: frame area x frames decoded, in units of 2^20 pixels "
-                             "(default %(default)g)")
-    limits.add_argument("--max-frames", type=int, default=d.max_frames,
-                        help="most decoded frames per video (default %(default)s)")
-    limits.add_argument("--max-duration-s", type=float, default=d.max_duration_s,
-                        help="longest video in seconds (default %(default)g)")
-    limits.add_argument("--decode-timeout-s", type=float, default=d.decode_timeout_s,
-                        help="decode time budget per video in seconds, also capped by the call's deadline "
-                             "(default %(default)g)")
-    limits.add_argument("--decode-memory-mb", type=float, default=d.decode_memory_bytes / MiB,
-                        help="address-space limit of each decode worker process in MiB (default %(default)g)")
-    limits.add_argument("--max-question-chars", type=int, default=d.max_question_chars,
-                        help="longest question in characters (default %(default)s)")
-    limits.add_argument("--max-in-flight", type=int, default=d.max_in_flight,
-                        help="Answer calls handled at once; more get RESOURCE_EXHAUSTED (default %(default)s)")
-    limits.add_argument("--max-inflight-mb", type=float, default=d.max_bytes_in_flight / MiB,
-                        help="request bytes held at once; a call being received counts as --max-message-mb "
-                             "until its size is known (default %(default)g)")
-    limits.add_argument("--max-queue", type=int, default=d.max_queue,
-                        help="decoded requests waiting for the model; more get RESOURCE_EXHAUSTED "
-                             "(default %(default)s)")
-
-    perf = parser.add_argument_group("performance")
-    perf.add_argument("--decode-workers", type=int, default=d.decode_workers,
-                      help="worker processes decoding videos (default %(default)s)")
-    perf.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                      help="most requests per forward; 1 disables batching (default %(default)s)")
-    perf.add_argument("--cache-mb", type=float, default=d.cache_bytes / MiB,
-                      help="video cache for follow-up questions (features of each video's sampled frames), "
-                           "in MiB; 0 turns it off (default %(default)g)")
-    perf.add_argument("--max-batch-delay-ms", type=float, default=d.max_batch_delay_ms,
-                      help="how long a batch waits for more requests after its first (default %(default)g)")
-    perf.add_argument("--grace-s", type=float, default=d.grace_s,
-                      help="on SIGTERM/SIGINT, time in-flight calls get to finish (default %(default)g)")
+    for title, flags in _TUNABLES.items():
+        group = parser.add_argument_group(title)
+        for flag in flags:
+            text = flag.help if "%(default)" in flag.help else f"{flag.help} (default {flag.default_text})"
+            group.add_argument(flag.name, dest=flag.field, type=flag.type, default=flag.default(d), help=text,
+                               metavar=flag.name.lstrip("-").replace("-", "_").upper())
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -101,24 +126,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         checkpoints=tuple(args.checkpoints),
         device=args.device,
-        max_message_bytes=int(args.max_message_mb * MiB),
-        max_video_bytes=int(args.max_video_mb * MiB),
-        max_pixels=args.max_pixels,
-        max_aspect_ratio=args.max_aspect_ratio,
-        max_decoded_pixels=int(args.max_decoded_mpx * MiB),
-        max_frames=args.max_frames,
-        max_duration_s=args.max_duration_s,
-        decode_timeout_s=args.decode_timeout_s,
-        decode_memory_bytes=int(args.decode_memory_mb * MiB),
-        max_question_chars=args.max_question_chars,
-        max_in_flight=args.max_in_flight,
-        max_bytes_in_flight=int(args.max_inflight_mb * MiB),
-        max_queue=args.max_queue,
-        cache_bytes=int(args.cache_mb * MiB),
-        decode_workers=args.decode_workers,
-        max_batch_size=args.max_batch_size,
-        max_batch_delay_ms=args.max_batch_delay_ms,
-        grace_s=args.grace_s,
+        **{flag.field: flag.value(args) for flags in _TUNABLES.values() for flag in flags},
         reflection=args.reflection,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_host=args.metrics_host,

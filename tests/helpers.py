@@ -57,9 +57,14 @@ def synthetic_set() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def model_checkpoint() -> Path | None:
-    """None (= the bundled model) if it exists; else a checkpoint trained for one short epoch."""
-    if (BUNDLED / "config.json").is_file():
-        return None
+    """None (= the bundled model) if it exists; else :func:`tiny_checkpoint`."""
+    return None if (BUNDLED / "config.json").is_file() else tiny_checkpoint()
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_checkpoint() -> Path:
+    """A tiny all-task checkpoint trained for one short epoch on :func:`synthetic_set` (read it, don't change
+    it: the session shares it; its run directory, with ``split.json``, is its parent)."""
     data = synthetic_set()
     run_dir = _workdir() / "run"
     subprocess.run(

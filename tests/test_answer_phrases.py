@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
-from helpers import sample_videos, synthetic_set
+from helpers import sample_videos, synthetic_set, tiny_checkpoint
+from stqa.server.background import ServerThread
 from stqa.server.config import ServerConfig
-from stqa.server.testing import ServerThread
 
 from stqa import tasks
 from stqa.checkpoint import load_checkpoint
@@ -29,18 +27,9 @@ TRANSITION_Q = "what does the circle do after it jumps ?"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A tiny checkpoint trained here, on the shared synthetic set (one epoch)."""
-    data = synthetic_set()
-    out = tmp_path_factory.mktemp("phrases") / "run"
-    subprocess.run(
-        [sys.executable, "-m", "stqa", "train", "--data", str(data), "--videos", str(data / "gifs"),
-         "--backbone", "tiny", "--task", "all", "--variant", "sptp", "--epochs", "1", "--batch-size", "32",
-         "--embed-dim", "16", "--hidden-dim", "32", "--att-hidden-dim", "16", "--num-frames", "8",
-         "--image-size", "64", "--out", str(out), "--name", "phrases-tiny"],
-        check=True, capture_output=True, timeout=300,
-    )
-    return out / "best"
+def trained() -> Path:
+    """A tiny checkpoint trained on the shared synthetic set (one epoch)."""
+    return tiny_checkpoint()
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from helpers import CANDIDATES, model_checkpoint, sample_videos
+from stqa.server.background import ServerThread
 from stqa.server.cache import VideoCache
 from stqa.server.config import ServerConfig
 from stqa.server.metrics import ServerMetrics
-from stqa.server.testing import ServeProcess, ServerThread
+from stqa.server.testing import ServeProcess
 
 from stqa.cli import main as stqa_main
 from stqa.client import VideoQAClient

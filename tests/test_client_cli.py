@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import CANDIDATES, model_checkpoint, sample_videos
 from PIL import Image
+from stqa.server.background import ServerThread
 from stqa.server.config import ServerConfig
-from stqa.server.testing import ServerThread
 
 from stqa.cli import main as stqa_main
 from stqa.client import VideoQAClient

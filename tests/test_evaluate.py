@@ -115,7 +115,7 @@ def test_gather_rejects_duplicates_and_gaps():
 # -- the CLI, single process and under torchrun ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from test_train import SMALL, train_args, write_feature_benchmark
+    from train_helpers import SMALL, train_args, write_feature_benchmark
 
     from stqa.engine import trainer as train
 

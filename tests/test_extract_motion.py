@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_motion import LAYOUTS, random_state
+from motion_helpers import LAYOUTS, random_state
 
 from stqa.checkpoint import FeatureSpec, file_sha256, read_config
 from stqa.cli import main

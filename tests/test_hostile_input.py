@@ -36,6 +36,15 @@ def slow_gif() -> bytes:
     return screen_gif(1024, 1024, 4000)
 
 
+def start_slow_decodes(stub, n: int) -> list[grpc.Future]:
+    """``n`` Answer calls on :func:`slow_gif`, given a second to reach the decode workers."""
+    video = slow_gif()
+    calls = [stub.Answer.future(pb.AnswerRequest(video=video, question="how many ?", task=pb.COUNT), timeout=120)
+             for _ in range(n)]
+    time.sleep(1.0)
+    return calls
+
+
 def answer(stub, video: bytes, question: str = "how many times does it jump ?", task=pb.COUNT, timeout=60.0):
     return stub.Answer(pb.AnswerRequest(video=video, question=question, task=task), timeout=timeout)
 
@@ -144,10 +153,7 @@ def test_cancelled_slow_decodes_free_the_workers_at_once():
     s = ServeProcess("--metrics-port", "0", *SLOW_FLAGS)
     try:
         with stub_for(s) as stub:
-            video = slow_gif()
-            calls = [stub.Answer.future(pb.AnswerRequest(video=video, question="how many ?", task=pb.COUNT),
-                                        timeout=120) for _ in range(10)]
-            time.sleep(1.0)
+            calls = start_slow_decodes(stub, 10)
             for call in calls:
                 call.cancel()
             started = time.monotonic()
@@ -194,10 +200,7 @@ def test_over_capacity_calls_are_refused_before_their_bytes_are_read_with_pushba
     s = ServeProcess("--metrics-port", "0", "--max-in-flight", "2", *SLOW_FLAGS)
     try:
         with stub_for(s) as stub:
-            video = slow_gif()
-            busy = [stub.Answer.future(pb.AnswerRequest(video=video, question="how many ?", task=pb.COUNT),
-                                       timeout=120) for _ in range(2)]
-            time.sleep(1.0)
+            busy = start_slow_decodes(stub, 2)
             big = os.urandom(12 * MiB)
             with pytest.raises(grpc.RpcError) as err:
                 stub.Answer(pb.AnswerRequest(video=big, question="how many ?", task=pb.COUNT), timeout=30)
@@ -217,10 +220,7 @@ def test_shutdown_with_slow_decodes_in_flight_ends_within_the_grace_period_witho
     grace = 2.0
     s = ServeProcess("--metrics-port", "-1", "--grace-s", str(grace), *SLOW_FLAGS)
     with stub_for(s) as stub:
-        video = slow_gif()
-        calls = [stub.Answer.future(pb.AnswerRequest(video=video, question="how many ?", task=pb.COUNT),
-                                    timeout=120) for _ in range(4)]
-        time.sleep(1.0)
+        calls = start_slow_decodes(stub, 4)
         started = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
         code = s.proc.wait(60)

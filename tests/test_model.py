@@ -41,12 +41,14 @@ def questions(b: int = 3, mc: bool = False, lengths=(7, 4, 2)):
     return tok, lens
 
 
+def model_and_batch(variant: str):
+    """An eval-mode model, features + frame mask, open-ended and multiple-choice questions + lengths."""
+    return make_model(variant).eval(), *clip_batch(), *questions(), *questions(mc=True)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shapes_and_attention_for_every_variant(variant):
-    model = make_model(variant).eval()
-    feats, mask = clip_batch()
-    tok, lens = questions()
-    mtok, mlens = questions(mc=True)
+    model, feats, mask, tok, lens, mtok, mlens = model_and_batch(variant)
     out = model("count", tok, lens, mask, features=feats)
     assert out.scores.shape == (3,)
     assert model("frameqa", tok, lens, mask, features=feats).scores.shape == (3, 7)
@@ -71,10 +73,7 @@ def test_shapes_and_attention_for_every_variant(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_padding_frames_and_tokens_does_not_change_outputs(variant):
-    model = make_model(variant).eval()
-    feats, mask = clip_batch()
-    tok, lens = questions()
-    mtok, mlens = questions(mc=True)
+    model, feats, mask, tok, lens, mtok, mlens = model_and_batch(variant)
     # Extra padded steps filled with garbage (and extra padded tokens with real word ids): the masks and
     # lengths must keep them out.
     g = torch.Generator().manual_seed(3)

@@ -64,7 +64,7 @@ def test_pretraining_learns_colours_and_shapes(synth_set, tmp_path):
 def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):
     """--pretrain-steps + --freeze-backbone: the backbone is pretrained once, then fixed (identical in
     every checkpoint), QA steps run on its cached maps, and the checkpoint still answers from raw video."""
-    from test_train import train_args
+    from train_helpers import train_args
 
     from stqa.checkpoint import load_checkpoint
     from stqa.data.dataset import FrameClips
@@ -108,7 +108,7 @@ def test_training_with_a_pretrained_frozen_backbone(synth_set, tmp_path):
 
 
 def test_pretraining_options_need_a_backbone(tmp_path):
-    from test_train import train_args
+    from train_helpers import train_args
 
     from stqa.engine import trainer as train
 

@@ -20,10 +20,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import protocol_mismatches
 from PIL import Image
+from stqa.server.background import ServerThread
 from stqa.server.batcher import Batcher, Expired, QueueFull
 from stqa.server.config import ServerConfig
 from stqa.server.predictor import ServedPredictor
-from stqa.server.testing import ServerThread
 
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import SMALL, _tsv, train_args, write_feature_benchmark
+from train_helpers import SMALL, train_args, write_feature_benchmark, write_tsv
 
 from stqa.checkpoint import decode_key_set, encode_key_set, read_config
 from stqa.cli import main
@@ -71,10 +71,10 @@ def _cross_task_set(root: Path) -> Path:
     def action_rows(keys, prefix):
         return [[f"g{k}", "what does it do ?", "a", "b", "c", "d", "e", k % 5, f"{prefix}{k}", k] for k in keys]
 
-    _tsv(root / "Train_count_question.csv", header_c, count_rows(range(1, 41), "C"))
-    _tsv(root / "Train_action_question.csv", header_a, action_rows(range(21, 61), "A"))
-    _tsv(root / "Test_count_question.csv", header_c, count_rows([*range(61, 71), 30], "TC"))
-    _tsv(root / "Test_action_question.csv", header_a, action_rows([*range(71, 81), 5, 50], "TA"))
+    write_tsv(root / "Train_count_question.csv", header_c, count_rows(range(1, 41), "C"))
+    write_tsv(root / "Train_action_question.csv", header_a, action_rows(range(21, 61), "A"))
+    write_tsv(root / "Test_count_question.csv", header_c, count_rows([*range(61, 71), 30], "TC"))
+    write_tsv(root / "Test_action_question.csv", header_a, action_rows([*range(71, 81), 5, 50], "TA"))
     return root
 
 
@@ -127,7 +127,7 @@ def test_training_run_excludes_test_gifs_records_keys_and_evaluate_checks_them(t
     # --resume reuses split.json; a test file that changed since is refused
     assert train.run(train_args(data=data, features=feats, out=out, task="count,action", epochs=2, resume=True,
                                 **SMALL)) == 0
-    _tsv(data / "Test_frameqa_question.csv", ["gif_name", "question", "answer", "type", "vid_id", "key",
+    write_tsv(data / "Test_frameqa_question.csv", ["gif_name", "question", "answer", "type", "vid_id", "key",
                                               "description"], [["unit_0007", "what ?", "red", 2, "X7", 7, "d"]])
     with pytest.raises(SystemExit, match="differ from what the annotation files give today"):
         train.run(train_args(data=data, features=feats, out=out, task="count,action", epochs=3, resume=True,
@@ -148,13 +148,19 @@ def test_training_run_excludes_test_gifs_records_keys_and_evaluate_checks_them(t
         capsys.readouterr().err
 
 
-def test_evaluate_says_when_the_check_is_impossible(tmp_path, capsys):
-    from stqa.checkpoint import config_path
+def one_epoch_count_run(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(annotations, feature store, run directory) of a one-epoch count run on a small feature benchmark."""
     from stqa.engine import trainer as train
 
     data, feats = write_feature_benchmark(tmp_path / "bench", n_train=30, n_test=8)
     out = tmp_path / "run"
     assert train.run(train_args(data=data, features=feats, out=out, task="count", epochs=1, **SMALL)) == 0
+    return data, feats, out
+
+
+def test_evaluate_says_when_the_check_is_impossible(tmp_path, capsys):
+    from stqa.checkpoint import config_path
+    data, feats, out = one_epoch_count_run(tmp_path)
     path = config_path(out / "best")
     config = json.loads(path.read_text())
     del config["training_keys"]
@@ -168,9 +174,7 @@ def test_evaluate_says_when_the_check_is_impossible(tmp_path, capsys):
 def test_resume_of_a_run_with_the_old_val_split_file(tmp_path, capsys):
     from stqa.engine import trainer as train
 
-    data, feats = write_feature_benchmark(tmp_path / "bench", n_train=30, n_test=8)
-    out = tmp_path / "run"
-    assert train.run(train_args(data=data, features=feats, out=out, task="count", epochs=1, **SMALL)) == 0
+    data, feats, out = one_epoch_count_run(tmp_path)
     val = json.loads((out / "split.json").read_text())["tasks"]["count"]["val"]
     (out / "split.json").unlink()
     tgifqa.save_split(out / "val_split.json", val, seed=0, fraction=0.1, tasks=["count"])

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,14 @@ def synth_dir(tmp_path_factory) -> Path:
 def _rgb_frames(scene: synth.Scene, size: int) -> np.ndarray:
     """The scene's rendered frames as uint8 RGB ``[t, H, W, 3]``."""
     return np.stack([np.asarray(im.convert("RGB")) for im in synth.render_frames(scene, size)])
+
+
+def _rendered(n: int) -> Iterator[tuple[synth.Scene, list, np.ndarray]]:
+    """(scene, questions, RGB frames at the default size) of videos ``0..n-1`` of seed ``SEED``."""
+    cfg = synth.SynthConfig()
+    for index in range(n):
+        scene, questions = synth.sample_video(SEED, index, cfg)
+        yield scene, questions, _rgb_frames(scene, cfg.size)
 
 
 def _drawn_in(frames: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
@@ -133,9 +142,7 @@ def test_rendered_pixels_follow_the_script():
     """Each shape's own colour shows where, how big and whether the script says it is."""
     cfg = synth.SynthConfig()
     seen = Counter()
-    for index in range(4):
-        scene, _ = synth.sample_video(SEED, index, cfg)
-        frames = _rgb_frames(scene, cfg.size)
+    for scene, _, frames in _rendered(4):
         rest_area = {}
         for obj in scene.objects:
             mask = _drawn_in(frames, synth.COLORS[obj.color])
@@ -226,11 +233,8 @@ def test_answers_are_consistent_with_the_scene():
 
 def test_frameqa_object_and_color_are_answerable_from_one_frame():
     """As in TGIF-QA, some single frame shows both the asked event and the asked attribute of its doer."""
-    cfg = synth.SynthConfig()
     asked = Counter()
-    for index in range(40):
-        scene, questions = synth.sample_video(SEED, index, cfg)
-        frames = _rgb_frames(scene, cfg.size)
+    for index, (scene, questions, frames) in enumerate(_rendered(40)):
         for q in questions:
             qtype = synth.FRAMEQA_TYPES[int(q.fields["type"])] if q.task == "frameqa" else None
             if qtype not in ("object", "color"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from helpers import model_checkpoint, sample_videos
+from stqa.server.background import ServerThread
 from stqa.server.config import ServerConfig
-from stqa.server.testing import ServerThread
 
 from stqa import tasks
 from stqa.cli import main as stqa_main

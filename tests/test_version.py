@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from stqa.server.background import ServerThread
 from stqa.server.config import ServerConfig
-from stqa.server.testing import ServerThread
 
 import stqa
 from stqa.v1 import video_qa_pb2 as pb

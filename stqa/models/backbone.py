@@ -16,37 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stqa.checkpoint import CONFIG_FILE, WEIGHTS_FILE, file_sha256, is_checkpoint
+from stqa.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
+from stqa.models.weights import FeatureExtractor, load_state_strict, read_state_dict_file
 
 
-class Backbone(nn.Module):
-    """Common interface: ``name``, ``out_channels`` (C), ``input_size`` (square frame side),
-    ``weights_path`` / ``weights_hash`` (sha256 of the loaded file, None for random init)."""
+class Backbone(FeatureExtractor):
+    """An appearance backbone: frames ``[N, 3, S, S]`` -> channel-last maps ``[N, 7, 7, C]``."""
 
-    name: str = ""
-    out_channels: int = 0
-    input_size: int = 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weights_path: str | None = None
-        self.weights_hash: str | None = None
-
-    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel-first maps ``[N, C, h, w]``; subclasses implement it."""
-        raise NotImplementedError
-
-    #: Frames per forward when no gradient is needed on the CPU. A whole batch of clips at once (8 x 25
-    #: frames) has early activations far larger than the caches and runs ~2x slower per frame than
-    #: clip-sized chunks (benchmarks/README.md, "Serving"); the result is the same.
+    #: Frames per CPU inference forward. A whole batch of clips at once (8 x 25 frames) runs ~2x slower
+    #: per frame than clip-sized chunks (benchmarks/README.md, "Serving").
     cpu_inference_chunk: int = 32
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.name}: expected frames [N, 3, H, W], got {list(x.shape)}")
-        if x.device.type == "cpu" and not torch.is_grad_enabled() and x.shape[0] > self.cpu_inference_chunk:
-            return torch.cat([self.forward(part) for part in x.split(self.cpu_inference_chunk)])
-        return self.feature_maps(x).permute(0, 2, 3, 1).contiguous()
 
     def fold_batchnorm(self) -> Backbone:
         """Fold every eval-mode BatchNorm into the convolution before it, in place (inference only).
@@ -131,12 +110,7 @@ class ResNetBackbone(Backbone):
         self.layer4 = self._make_layer(512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.init_like_torchvision()
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -175,9 +149,7 @@ class TinyBackbone(Backbone):
             cin = cout
         self.features = nn.Sequential(*stages)
         self.out_channels = cin
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.init_like_torchvision()
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -206,23 +178,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state_dict from ``.safetensors``, a torch file (``torch.load(weights_only=True)``), or the
     backbone part of a stqa checkpoint directory (a model trained end to end carries its backbone)."""
     path = Path(path)
-    if path.is_dir():
-        return _checkpoint_backbone_state(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types; the message is what matters
-        raise ValueError(f"{path}: cannot read as a torch state_dict ({exc})") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
-    return obj
+    return _checkpoint_backbone_state(path) if path.is_dir() else read_state_dict_file(path)
 
 
 def _checkpoint_backbone_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -244,15 +200,7 @@ def _checkpoint_backbone_state(directory: Path) -> dict[str, torch.Tensor]:
 def load_weights(backbone: Backbone, path: str | os.PathLike) -> Backbone:
     """Load a state_dict (file or stqa checkpoint directory) into ``backbone`` strictly; record its
     path and the sha256 of the weights file."""
-    state = read_state_dict(path)
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
-        detail = str(exc).splitlines()
-        raise ValueError(f"{path}: not a {backbone.name} state_dict in torchvision format: "
-                         f"{' '.join(line.strip() for line in detail[:4])[:600]}") from None
-    backbone.weights_path = os.fspath(path)
-    backbone.weights_hash = file_sha256(weights_file(path))
+    load_state_strict(backbone, read_state_dict(path), path, weights_file(path))
     return backbone
 
 

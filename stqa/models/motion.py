@@ -21,15 +21,14 @@ downloaded. :func:`motion_clip_indices` is the clip rule (docs/data.md, "Motion 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from stqa.models.weights import FeatureExtractor, load_state_strict, read_state_dict_file
 from stqa.video.transforms import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 
 CLIP_LENGTH = 16
@@ -41,13 +40,14 @@ KINETICS_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
 KINETICS_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 
 
-class MotionBackbone(nn.Module):
-    """Common interface: ``name``, ``out_channels``, ``clip_length``, ``input_size``, the input
-    normalisation (``mean``/``std`` applied to RGB values in ``[0, value_scale]``) and
-    ``weights_path`` / ``weights_hash`` (sha256 of the loaded file; None for random init)."""
+class MotionBackbone(FeatureExtractor):
+    """A motion backbone: normalised clips ``[N, 3, L, S, S]`` -> time-pooled channel-last maps
+    ``[N, h, w, C]``. Beyond the common interface: ``clip_length`` and the input normalisation
+    (``mean``/``std`` applied to RGB values in ``[0, value_scale]``)."""
 
-    name: str = ""
     out_channels: int = 512
+    input_rank: int = 5
+    input_layout: str = "clips [N, 3, L, H, W]"
     clip_length: int = CLIP_LENGTH
     input_size: int = INPUT_SIZE
     value_scale: float = 1.0
@@ -59,24 +59,14 @@ class MotionBackbone(nn.Module):
     #: already ~50 MB; bigger chunks only thrash the caches).
     cpu_inference_chunk: int = 4
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.weights_path: str | None = None
-        self.weights_hash: str | None = None
-
     def feature_volume(self, x: torch.Tensor) -> torch.Tensor:
         """The last conv block, channel-first ``[N, C, t, h, w]``; subclasses implement it."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised clips ``[N, 3, L, S, S]`` -> time-pooled channel-last maps ``[N, h, w, C]``."""
-        if x.dim() != 5 or x.shape[1] != 3:
-            raise ValueError(f"{self.name}: expected clips [N, 3, L, H, W], got {list(x.shape)}")
-        if x.device.type == "cpu" and not torch.is_grad_enabled() and x.shape[0] > self.cpu_inference_chunk:
-            return torch.cat([self.forward(part) for part in x.split(self.cpu_inference_chunk)])
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block pooled over time, channel-first ``[N, C, h, w]``."""
         volume = self.feature_volume(x)
-        pooled = volume.amax(dim=2) if self.time_pool == "max" else volume.mean(dim=2)
-        return pooled.permute(0, 2, 3, 1).contiguous()
+        return volume.amax(dim=2) if self.time_pool == "max" else volume.mean(dim=2)
 
     def state_from_file(self, state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict[str, torch.Tensor]:
         """The part of a weights file this module holds (identity here; C3D drops its fc layers)."""
@@ -150,12 +140,7 @@ class R2Plus1D18(MotionBackbone):
             inplanes = planes
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.init_like_torchvision()
 
     def feature_volume(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -225,46 +210,10 @@ class C3D(MotionBackbone):
 MOTION_BACKBONES: dict[str, Callable[[], MotionBackbone]] = {"r2plus1d_18": R2Plus1D18, "c3d": C3D}
 
 
-def read_motion_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state_dict from a torch file (``torch.load(weights_only=True)``: tensors and plain containers
-    only, never arbitrary objects) or a ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"motion weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for a non-state_dict pickle; zip/EOF errors for damage
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: cannot read as a torch state_dict with weights_only=True ({first[:300]})") \
-            from None
-    if not isinstance(obj, dict) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path}: expected a state_dict (a non-empty dict of name -> tensor), "
-                         f"got {type(obj).__name__}")
-    return obj
-
-
 def load_motion_weights(backbone: MotionBackbone, path: str | os.PathLike) -> MotionBackbone:
     """Load a local weights file into ``backbone`` strictly: every missing key, unexpected key and
     shape mismatch is named in one ``ValueError`` that starts with the file path."""
-    state = backbone.state_from_file(read_motion_state_dict(path), path)
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {list(state[k].shape)} (expected {list(own[k].shape)})"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{label} ({len(items)}): {', '.join(items[:8])}{', ...' if len(items) > 8 else ''}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("shape mismatches", shapes)) if items]
-        raise ValueError(f"{path}: not a {backbone.name} state_dict: {'; '.join(parts)}")
-    backbone.load_state_dict(state, strict=True)
-    backbone.weights_path = os.fspath(path)
-    backbone.weights_hash = _file_sha256(Path(path))
+    load_state_strict(backbone, backbone.state_from_file(read_state_dict_file(path), path), path, path)
     return backbone
 
 
@@ -281,14 +230,6 @@ def build_motion_backbone(name: str, weights: str | os.PathLike | None = None, *
         raise ValueError(f"motion backbone {name} needs a weights file (a local state_dict: torchvision's "
                          f"Kinetics-400 r2plus1d_18, or the Sports-1M c3d.pickle); nothing is downloaded")
     return backbone
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the clip rule and the per-video path --------------------------------------------------------------

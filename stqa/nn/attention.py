@@ -61,10 +61,7 @@ class SpatialAttention(_AdditiveAttention):
         super().__init__(feature_dim, query_dim, hidden_dim, impl)
 
     def forward(
-        self,
-        features: torch.Tensor,
-        query: torch.Tensor,
-        frame_mask: torch.Tensor | None = None,
+        self, features: torch.Tensor, query: torch.Tensor, frame_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features ``[B, T, 7, 7, C] | [B, T, 49, C]``, query ``[B, Q]``, frame_mask ``[B, T]`` bool.
 
@@ -88,10 +85,7 @@ class TemporalAttention(_AdditiveAttention):
         super().__init__(memory_dim, query_dim, hidden_dim, impl)
 
     def forward(
-        self,
-        memory: torch.Tensor,
-        query: torch.Tensor,
-        mask: torch.Tensor | None = None,
+        self, memory: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """memory ``[B, T, D]``, query ``[B, Q]``, mask ``[B, T]`` bool and/or lengths ``[B]``.

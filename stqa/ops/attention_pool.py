@@ -11,14 +11,8 @@ __all__ = ["attention_pool", "spatial_attention", "temporal_attention", "lengths
 
 
 def attention_pool(
-    values: torch.Tensor,
-    keys: torch.Tensor,
-    query: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    score: str = "additive",
-    scale: float = 1.0,
-    impl: str = "fused",
+    values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, score: str = "additive", scale: float = 1.0, impl: str = "fused",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention pooling over the L axis of ``values``, one query per batch item.
 
@@ -60,14 +54,8 @@ def attention_pool(
 
 
 def spatial_attention(
-    features: torch.Tensor,
-    keys: torch.Tensor,
-    query: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    frame_mask: torch.Tensor | None = None,
-    score: str = "additive",
-    scale: float = 1.0,
-    impl: str = "fused",
+    features: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None = None,
+    frame_mask: torch.Tensor | None = None, score: str = "additive", scale: float = 1.0, impl: str = "fused",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention over the spatial grid of every frame, with one query per video.
 
@@ -111,15 +99,9 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def temporal_attention(
-    memory: torch.Tensor,
-    keys: torch.Tensor,
-    query: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    lengths: torch.Tensor | None = None,
-    score: str = "additive",
-    scale: float = 1.0,
-    impl: str = "fused",
+    memory: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, lengths: torch.Tensor | None = None, score: str = "additive",
+    scale: float = 1.0, impl: str = "fused",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention over the T time steps of ``memory`` (R = 1 row of L = T positions per item).
 

@@ -16,10 +16,7 @@ __all__ = ["attention_pool", "scores"]
 
 
 def scores(
-    keys: torch.Tensor,
-    query: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    score: str = "additive",
+    keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None = None, score: str = "additive",
     scale: float = 1.0,
 ) -> torch.Tensor:
     """Unnormalised scores ``[B, R, L]`` for keys ``[B, R, L, K]`` and query ``[B, K]``."""
@@ -37,13 +34,8 @@ def scores(
 
 
 def attention_pool(
-    values: torch.Tensor,
-    keys: torch.Tensor,
-    query: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    score: str = "additive",
-    scale: float = 1.0,
+    values: torch.Tensor, keys: torch.Tensor, query: torch.Tensor, weight: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, score: str = "additive", scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference attention pooling: ``(pooled [B, R, C], weights [B, R, L])``.
 

@@ -9,32 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from stqa.video.decode import (
-    AspectRatioTooLarge,
-    CorruptVideo,
-    DecodeBudgetExceeded,
-    DecodeCancelled,
-    DecodedVideo,
-    DecodeTimeout,
-    EmptyVideo,
-    FrameTooLarge,
-    TooManyFrames,
-    VideoError,
-    VideoLimits,
-    VideoTooLarge,
-    VideoTooLong,
-    decode_video,
-)
+from stqa.video import decode as _decode
+from stqa.video.decode import *  # noqa: F403 (its __all__: the decoder's errors, limits and decode_video)
 from stqa.video.geometry import resized_shape
 from stqa.video.sampling import POLICIES, sample_indices
 
 _FROM_TRANSFORMS = ("IMAGENET_MEAN", "IMAGENET_STD", "frames_to_tensor", "pad_clip")
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "POLICIES", "AspectRatioTooLarge", "CorruptVideo", "DecodeBudgetExceeded",
-    "DecodeCancelled", "DecodeTimeout", "DecodedVideo", "EmptyVideo", "FrameTooLarge", "TooManyFrames",
-    "VideoError", "VideoLimits", "VideoTooLarge", "VideoTooLong", "decode_video", "frames_to_tensor",
-    "pad_clip", "resized_shape", "sample_indices",
+    *_decode.__all__, *_FROM_TRANSFORMS, "POLICIES", "resized_shape", "sample_indices",
 ]
 
 

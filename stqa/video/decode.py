@@ -47,6 +47,13 @@ import av.error
 import av.logging
 import numpy as np
 
+# The decoder's public names, re-exported as they are by ``stqa.video``.
+__all__ = [
+    "AspectRatioTooLarge", "CorruptVideo", "DecodeBudgetExceeded", "DecodeCancelled", "DecodeTimeout",
+    "DecodedVideo", "EmptyVideo", "FrameTooLarge", "TooManyFrames", "VideoError", "VideoLimits",
+    "VideoTooLarge", "VideoTooLong", "decode_video", "to_rgb24",
+]
+
 from stqa.video.geometry import resized_shape
 from stqa.video.sampling import POLICIES, sample_indices
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("stqa web: needs Gradio: pip install 'stqa[web]'", file=sys.stderr)
         return 2
-    from .backend import EXAMPLES_DIR, Asker, LocalServer, load_examples
+    from .backend import EXAMPLES_DIR, Asker, load_examples, local_server
     from .page import CSS, build, theme
 
     if args.server is not None and args.checkpoints:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     local = None
     if args.server is None:
         print("stqa web: starting the model's gRPC server in this process ...", flush=True)
-        local = LocalServer(args.checkpoints).start()
+        local = local_server(args.checkpoints).start()
     address = args.server or local.address
     asker = Asker(address, timeout_s=args.timeout)
     page = None

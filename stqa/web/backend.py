@@ -8,7 +8,6 @@ never a second inference path, so what it shows is exactly what the server answe
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -18,13 +17,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from stqa import tasks
 from stqa.client import VideoQAClient, save_picture
 from stqa.v1 import video_qa_pb2 as pb
+
+if TYPE_CHECKING:  # the page with --server never imports the model server
+    from stqa.server.background import ServerThread
 
 log = logging.getLogger("stqa.web")
 
@@ -275,67 +277,18 @@ def temporal_figure(frame_indices: Sequence[int], temporal: Sequence[float]) -> 
     return fig
 
 
-class LocalServer:
-    """The bundled model's gRPC server, in this process on a thread, at a free loopback port.
+def local_server(checkpoints: Sequence[Path] = (), ready_timeout_s: float = 180.0) -> ServerThread:
+    """The model's gRPC server, in this process on a thread, at a free loopback port (start it, stop it).
 
-    ``with LocalServer() as server: ... server.address ...``: started and ready inside the block, drained
-    and stopped after it. The server runs on its own asyncio loop (the service is asyncio) while the
-    page's web server runs on another; they talk over the loopback port like any client and server, so
-    ``stqa web`` alone shows exactly what ``stqa web --server`` shows against ``stqa serve``.
+    The server runs on its own asyncio loop (the service is asyncio) while the page's web server runs on
+    another; they talk over the loopback port like any client and server, so ``stqa web`` alone shows
+    exactly what ``stqa web --server`` shows against ``stqa serve``.
     """
+    # Imported here: the page with --server never needs the model server's modules.
+    from stqa.server.background import ServerThread
+    from stqa.server.config import ServerConfig
 
-    def __init__(self, checkpoints: Sequence[Path] = (), *, ready_timeout_s: float = 180.0) -> None:
-        from stqa.server.config import ServerConfig
-
-        # port 0: the kernel picks a free port; no metrics port: two pages must not fight over :9464.
-        self.config = ServerConfig(host="127.0.0.1", port=0, checkpoints=tuple(checkpoints), metrics_port=None)
-        self._ready_timeout_s = ready_timeout_s
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="stqa-web-server", daemon=True)
-        self._server: Any = None
-        self.port: int | None = None
-
-    @property
-    def address(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the server is not started")
-        return f"{self.config.host}:{self.port}"
-
-    def _call(self, coro: Any, timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def start(self) -> LocalServer:
-        """Bind, load the model and wait until it serves (re-raises a loading error)."""
-        from stqa.server.lifecycle import VideoQAServer
-
-        self._thread.start()
-
-        async def boot() -> int:
-            self._server = VideoQAServer(self.config)
-            port = await self._server.start()
-            await self._server.wait_ready()
-            return port
-
-        try:
-            self.port = self._call(boot(), self._ready_timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self, grace_s: float = 2.0) -> None:
-        """Drain for at most ``grace_s`` and stop the server and its loop; safe to call twice."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            self._call(server.stop(grace_s), grace_s + 30)
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._loop.is_running() and not self._loop.is_closed():
-            self._loop.close()
-
-    def __enter__(self) -> LocalServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    # port 0: the kernel picks a free port; no metrics port: two pages must not fight over :9464;
+    # a short grace: closing the page should not wait 10 s for an answer nobody will see.
+    config = ServerConfig(host="127.0.0.1", port=0, checkpoints=tuple(checkpoints), metrics_port=None, grace_s=2.0)
+    return ServerThread(config, ready_timeout_s=ready_timeout_s)
