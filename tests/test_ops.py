@@ -59,11 +59,12 @@ def test_gradcheck_fp64(device, score, mask):
 SHAPES = [(2, 3, 49, 40, 17), (1, 1, 35, 33, 64), (3, 2, 7, 129, 5), (2, 5, 1, 8, 8)]
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("score", SCORES)
-def test_parity_fp32_and_fp64(shape, score):
+def test_parity_fp32_and_fp64(device, shape, score):
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
-        inputs = make_inputs(*shape, score, dtype=dtype, mask="holes", seed=sum(shape))
+        inputs = make_inputs(*shape, score, dtype=dtype, mask="holes", seed=sum(shape), device=device)
         (f_out, f_grads), (r_out, r_grads) = run_both(inputs, score, impl_dtype=torch.float64)
         for name, a, b in zip(["pooled", "weights"], f_out, r_out, strict=True):
             assert a.dtype == dtype
@@ -73,17 +74,19 @@ def test_parity_fp32_and_fp64(shape, score):
             assert rel_err(a, b) <= tol, ("grad", i, dtype, rel_err(a, b))
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("score", SCORES)
-def test_parity_bf16(score):
-    inputs = make_inputs(2, 3, 49, 64, 32, score, dtype=torch.bfloat16, mask="holes", seed=7)
+def test_parity_bf16(device, score):
+    inputs = make_inputs(2, 3, 49, 64, 32, score, dtype=torch.bfloat16, mask="holes", seed=7, device=device)
     (f_out, f_grads), (r_out, r_grads) = run_both(inputs, score, impl_dtype=torch.float64)
     for a, b in zip(f_out + f_grads, r_out + r_grads, strict=True):
         assert a.dtype == torch.bfloat16
         assert rel_err(a, b) <= 1e-2
 
 
-def test_fully_masked_rows_are_zero_with_zero_gradients():
-    values, keys, query, weight, mask = make_inputs(2, 3, 6, 5, 4, "additive", mask="holes")
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_fully_masked_rows_are_zero_with_zero_gradients(device):
+    values, keys, query, weight, mask = make_inputs(2, 3, 6, 5, 4, "additive", mask="holes", device=device)
     mask[1] = False  # the whole second batch item: its query gets no gradient at all
     ins = [t.requires_grad_() for t in (values, keys, query, weight)]
     pooled, weights = attention_pool(*ins, mask=mask)
@@ -96,19 +99,21 @@ def test_fully_masked_rows_are_zero_with_zero_gradients():
     assert torch.all(values.grad[:, :, :][~mask] == 0)
 
 
-def test_weights_sum_to_one_and_large_scores_stay_finite():
-    values, keys, query, _, mask = make_inputs(2, 2, 49, 8, 16, "dot", mask="random")
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_weights_sum_to_one_and_large_scores_stay_finite(device):
+    values, keys, query, _, mask = make_inputs(2, 2, 49, 8, 16, "dot", mask="random", device=device)
     pooled, weights = attention_pool(values, keys * 1e3, query, mask=mask, score="dot", scale=10.0)
     assert torch.isfinite(pooled).all() and torch.isfinite(weights).all()
     valid_rows = mask.any(-1)
-    torch.testing.assert_close(weights.sum(-1)[valid_rows], torch.ones(int(valid_rows.sum())))
+    torch.testing.assert_close(weights.sum(-1)[valid_rows], torch.ones(int(valid_rows.sum()), device=device))
     assert torch.all(weights[~mask] == 0)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("wanted", [(True, False, False, False), (False, True, False, False),
                                     (False, False, True, True), (True, True, False, True)])
-def test_only_requested_gradients(wanted):
-    values, keys, query, weight, mask = make_inputs(2, 3, 9, 6, 5, "additive", dtype=torch.float64)
+def test_only_requested_gradients(device, wanted):
+    values, keys, query, weight, mask = make_inputs(2, 3, 9, 6, 5, "additive", dtype=torch.float64, device=device)
     ins = [t.detach().clone().requires_grad_(w) for t, w in zip((values, keys, query, weight), wanted, strict=True)]
     refs = [t.detach().clone().requires_grad_(w) for t, w in zip((values, keys, query, weight), wanted, strict=True)]
     p, a = attention_pool(*ins, mask=mask)
@@ -122,9 +127,10 @@ def test_only_requested_gradients(wanted):
             assert t.grad is None
 
 
-def test_backward_op_returns_empty_tensors_for_unrequested_gradients():
-    values, keys, query, weight, mask = make_inputs(2, 2, 4, 3, 5, "additive")
-    gp, ga = torch.randn(2, 2, 3), torch.randn(2, 2, 4)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_op_returns_empty_tensors_for_unrequested_gradients(device):
+    values, keys, query, weight, mask = make_inputs(2, 2, 4, 3, 5, "additive", device=device)
+    gp, ga = torch.randn(2, 2, 3, device=device), torch.randn(2, 2, 4, device=device)
     dv, dk, dq, dw = torch.ops.stqa.attention_pool_backward(
         gp, ga, values, keys, query, weight, mask, "additive", 1.0, [False, True, False, True]
     )
@@ -132,9 +138,10 @@ def test_backward_op_returns_empty_tensors_for_unrequested_gradients():
     assert dk.shape == keys.shape and dw.shape == weight.shape
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_non_contiguous_inputs(device):
     B, R, L, C, K = 2, 3, 7, 6, 5
-    values, keys, query, weight, mask = make_inputs(B, R, L, C, K, "additive")
+    values, keys, query, weight, mask = make_inputs(B, R, L, C, K, "additive", device=device)
     values_nc = values.transpose(0, 1).contiguous().transpose(0, 1)  # same values, permuted strides
     keys_nc = torch.cat([keys, keys], dim=-1)[..., ::2]  # strided last dim (a copy of every other column)
     keys_nc.copy_(keys)
@@ -153,8 +160,9 @@ def test_non_contiguous_inputs():
         torch.testing.assert_close(a, b)
 
 
-def test_empty_batch():
-    values, keys, query, weight, _ = make_inputs(0, 3, 4, 5, 6, "additive", mask=None)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_empty_batch(device):
+    values, keys, query, weight, _ = make_inputs(0, 3, 4, 5, 6, "additive", mask=None, device=device)
     ins = [t.requires_grad_() for t in (values, keys, query, weight)]
     pooled, weights = attention_pool(*ins)
     assert pooled.shape == (0, 3, 5) and weights.shape == (0, 3, 4)
@@ -162,8 +170,9 @@ def test_empty_batch():
     assert torch.all(ins[3].grad == 0)
 
 
-def test_double_backward_raises():
-    values, keys, query, weight, mask = make_inputs(1, 2, 4, 3, 5, "additive", dtype=torch.float64)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_double_backward_raises(device):
+    values, keys, query, weight, mask = make_inputs(1, 2, 4, 3, 5, "additive", dtype=torch.float64, device=device)
     ins = [t.requires_grad_() for t in (values, keys, query, weight)]
     pooled, _ = attention_pool(*ins, mask=mask)
     grads = torch.autograd.grad(pooled.pow(2).sum(), ins, create_graph=True)
@@ -171,12 +180,13 @@ def test_double_backward_raises():
         torch.autograd.grad(grads[1].sum(), ins)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("score", SCORES)
-def test_opcheck(score):
-    values, keys, query, weight, mask = make_inputs(2, 2, 5, 4, 3, score, mask="holes")
+def test_opcheck(device, score):
+    values, keys, query, weight, mask = make_inputs(2, 2, 5, 4, 3, score, mask="holes", device=device)
     ins = [t.requires_grad_() if t is not None else None for t in (values, keys, query, weight)]
     torch.library.opcheck(torch.ops.stqa.attention_pool.default, (*ins, mask, score, scale_for(score)))
-    gp, ga = torch.randn(2, 2, 4), torch.randn(2, 2, 5)
+    gp, ga = torch.randn(2, 2, 4, device=device), torch.randn(2, 2, 5, device=device)
     plain = [t.detach() if t is not None else None for t in ins]
     torch.library.opcheck(
         torch.ops.stqa.attention_pool_backward.default,
@@ -230,22 +240,24 @@ ERROR_CASES = [
     (lambda v, k, q, w, m: (v, k, q, w[:2], m, "additive"), ValueError, "weight must be"),
     (lambda v, k, q, w, m: (v, k, q, w, m.to("meta"), "additive"), ValueError, "device mismatch.*mask"),
     (lambda v, k, q, w, m: (v, k, q.to("meta"), w, m, "additive"), ValueError, "device mismatch.*query"),
-    (lambda v, k, q, w, m: (v.numpy(), k, q, w, m, "additive"), TypeError, "values must be a torch.Tensor"),
+    (lambda v, k, q, w, m: (v.cpu().numpy(), k, q, w, m, "additive"), TypeError, "values must be a torch.Tensor"),
 ]
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("case", range(len(ERROR_CASES)))
-def test_bad_input_errors_name_the_argument(case):
+def test_bad_input_errors_name_the_argument(device, case):
     build, exc, pattern = ERROR_CASES[case]
-    values, keys, query, weight, mask = make_inputs(2, 3, 4, 5, 6, "additive")
+    values, keys, query, weight, mask = make_inputs(2, 3, 4, 5, 6, "additive", device=device)
     v, k, q, w, m, score = build(values, keys, query, weight, mask)
     for impl in ("fused", "reference"):
         with pytest.raises(exc, match=pattern):
             attention_pool(v, k, q, w, m, score=score, impl=impl)
 
 
-def test_bad_scale_and_impl():
-    values, keys, query, weight, mask = make_inputs(1, 1, 3, 2, 2, "additive")
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_bad_scale_and_impl(device):
+    values, keys, query, weight, mask = make_inputs(1, 1, 3, 2, 2, "additive", device=device)
     with pytest.raises(ValueError, match="scale only applies"):
         attention_pool(values, keys, query, weight, mask, scale=2.0)
     with pytest.raises(ValueError, match="scale must be a finite"):
@@ -264,12 +276,13 @@ def test_raw_op_checks_inputs_too():
         torch.ops.stqa.attention_pool(values.half(), keys.half(), query.half(), weight.half(), mask, "additive", 1.0)
 
 
-def test_spatial_wrapper_accepts_grid_and_flat_layouts():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_spatial_wrapper_accepts_grid_and_flat_layouts(device):
     B, T, C, K = 2, 3, 6, 4
-    features = torch.randn(B, T, 7, 7, C)
-    keys = torch.randn(B, T, 7, 7, K)
-    query, weight = torch.randn(B, K), torch.randn(K)
-    frame_mask = torch.tensor([[True, False, True], [False, False, False]])
+    features = torch.randn(B, T, 7, 7, C, device=device)
+    keys = torch.randn(B, T, 7, 7, K, device=device)
+    query, weight = torch.randn(B, K, device=device), torch.randn(K, device=device)
+    frame_mask = torch.tensor([[True, False, True], [False, False, False]], device=device)
     grid = spatial_attention(features, keys, query, weight, frame_mask)
     flat = spatial_attention(features.flatten(2, 3), keys.flatten(2, 3), query, weight, frame_mask)
     for a, b in zip(grid, flat, strict=True):
@@ -283,23 +296,25 @@ def test_spatial_wrapper_accepts_grid_and_flat_layouts():
         spatial_attention(features, keys[:, :, :6], query, weight)
 
 
-def test_temporal_wrapper_lengths_and_mask():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_temporal_wrapper_lengths_and_mask(device):
     B, T, D, K = 3, 6, 5, 4
-    memory, keys = torch.randn(B, T, D), torch.randn(B, T, K)
-    query, weight = torch.randn(B, K), torch.randn(K)
-    lengths = torch.tensor([6, 2, 0])
+    memory, keys = torch.randn(B, T, D, device=device), torch.randn(B, T, K, device=device)
+    query, weight = torch.randn(B, K, device=device), torch.randn(K, device=device)
+    lengths = torch.tensor([6, 2, 0], device=device)
     context, weights = temporal_attention(memory, keys, query, weight, lengths=lengths)
     assert context.shape == (B, D) and weights.shape == (B, T)
     assert torch.all(weights[1, 2:] == 0) and torch.all(context[2] == 0)
-    mask = torch.arange(T) < lengths[:, None]
+    mask = torch.arange(T, device=device) < lengths[:, None]
     by_mask = temporal_attention(memory, keys, query, weight, mask=mask)
     torch.testing.assert_close(by_mask[0], context)
-    both = temporal_attention(memory, keys, query, weight, mask=torch.ones(B, T, dtype=torch.bool), lengths=lengths)
+    all_valid = torch.ones(B, T, dtype=torch.bool, device=device)
+    both = temporal_attention(memory, keys, query, weight, mask=all_valid, lengths=lengths)
     torch.testing.assert_close(both[1], weights)
     with pytest.raises(ValueError, match="lengths must lie in"):
-        temporal_attention(memory, keys, query, weight, lengths=torch.tensor([7, 1, 1]))
+        temporal_attention(memory, keys, query, weight, lengths=torch.tensor([7, 1, 1], device=device))
     with pytest.raises(ValueError, match="lengths must have an integer dtype"):
-        temporal_attention(memory, keys, query, weight, lengths=torch.tensor([1.0, 1.0, 1.0]))
+        temporal_attention(memory, keys, query, weight, lengths=torch.tensor([1.0, 1.0, 1.0], device=device))
 
 
 def test_build_info_reports_openmp_and_cpu_isa():
