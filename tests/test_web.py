@@ -124,7 +124,7 @@ def test_mistakes_are_sentences(client, tmp_path):
     gif = EXAMPLES / EXAMPLE_LIST[0]["video"]
     assert refusal(client, gif, "   ").startswith("Type a question about the video")
     assert refusal(client, gif, "how many times does the blue cross flash ?", "count", "a, b, c, d, e") \
-        .startswith("Candidates are only for action and transition questions, not count")
+        .startswith("Candidates are only for multiple-choice questions (action, transition), not count")
     assert refusal(client, gif, "what color is the growing shape ?", "auto", "a, b").startswith(
         "The server could not answer this:")
     broken = tmp_path / "broken.gif"

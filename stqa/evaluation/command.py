@@ -75,8 +75,8 @@ def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) ->
 
 
 # -- FrameQA beside published numbers -----------------------------------------------------------------
-def frameqa_answer_set(records, predictions, answer_vocab) -> dict:
-    """The FrameQA numbers that put our accuracy beside published tables (docs/fidelity.md, "The FrameQA
+def answer_set_numbers(records, predictions, answer_vocab) -> dict:
+    """The numbers of an open-ended task (FrameQA) that put our accuracy beside published tables (docs/fidelity.md, "The FrameQA
     answer set"): how many scored answers the training answers never contain (our head cannot produce
     them, so they are always wrong, and ``1 - share`` is the ceiling), and the accuracy on the questions
     whose answer was seen in training.
@@ -99,15 +99,15 @@ def frameqa_answer_set(records, predictions, answer_vocab) -> dict:
     }
 
 
-def format_answer_set(numbers: dict) -> str:
+def format_answer_set(task: str, numbers: dict) -> str:
     """The labelled lines printed under the table."""
     seen = numbers["accuracy_on_seen_answers"]
     return "\n".join([
-        f"frameqa: {100 * numbers['unseen_answer_share']:.2f}% of the scored questions ({numbers['n_unseen_answer']}) "
+        f"{task}: {100 * numbers['unseen_answer_share']:.2f}% of the scored questions ({numbers['n_unseen_answer']}) "
         f"have an answer never seen in training (always wrong here; ceiling {100 * numbers['ceiling']:.2f}%)",
-        "frameqa: accuracy on the questions whose answer was seen in training: "
+        f"{task}: accuracy on the questions whose answer was seen in training: "
         + ("-" if seen is None else f"{100 * seen:.2f}%"),
-        f"frameqa: accuracy under the official answer-set protocol (train ∪ test classes): "
+        f"{task}: accuracy under the official answer-set protocol (train ∪ test classes): "
         f"{100 * numbers['official_answer_set_accuracy']:.2f}%, = our accuracy (this head has no test-only class; "
         "docs/fidelity.md)",
     ])
@@ -251,9 +251,10 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
     if rank != 0:
         return 0
     payload = dict(result["metrics"])
-    if "frameqa" in payload and answer_vocab is not None:
-        payload["frameqa"] = dict(payload["frameqa"], answer_set=frameqa_answer_set(
-            datasets["frameqa"].records, result["predictions"]["frameqa"], answer_vocab))
+    open_ended = [t for t in names if tasks.get(t).target == "answer_word" and t in payload]
+    for t in open_ended if answer_vocab is not None else ():
+        payload[t] = dict(payload[t], answer_set=answer_set_numbers(
+            datasets[t].records, result["predictions"][t], answer_vocab))
     if "baselines" in metrics:
         payload["baselines"] = metrics["baselines"]
     if args.out:
@@ -270,6 +271,7 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
                     fh.write(json.dumps(row) + "\n")
     print(f"{ckpt.model_version} on {args.split} ({data}):", file=sys.stderr)
     print(format_table(metrics))
-    if "answer_set" in payload.get("frameqa", {}):
-        print(format_answer_set(payload["frameqa"]["answer_set"]))
+    for t in open_ended:
+        if "answer_set" in payload[t]:
+            print(format_answer_set(t, payload[t]["answer_set"]))
     return 0

@@ -163,8 +163,9 @@ class Asker:
             raise PageError("Type a question about the video, e.g. “how many times does the red circle jump ?”.")
         if task not in TASK_CHOICES:
             raise PageError(f"Unknown task “{task}”: choose one of {', '.join(TASK_CHOICES)}.")
-        if candidates and task in ("count", "frameqa"):
-            raise PageError(f"Candidates are only for action and transition questions, not {task}: "
+        if candidates and task != AUTO and not tasks.get(task).multiple_choice:
+            choice = ", ".join(t for t in tasks.TASK_NAMES if tasks.get(t).multiple_choice)
+            raise PageError(f"Candidates are only for multiple-choice questions ({choice}), not {task}: "
                             f"clear the candidates box or choose another task.")
         limits = self.limits()
         size = path.stat().st_size
@@ -225,7 +226,7 @@ def summarise(response: pb.AnswerResponse) -> str:
     how = " (inferred from the question)" if getattr(response, "task_inferred", False) else ""
     lines = [f"## {response.answer}", ""]
     details = [f"confidence **{response.confidence:.2f}**", f"task **{spec.name if spec else '?'}**{how}"]
-    if spec is not None and spec.name == "count":
+    if spec is not None and spec.target == "count":
         details.insert(1, f"raw count {response.count:.2f}")
     if response.answer_index >= 0:
         details.append(f"candidate #{response.answer_index + 1}")

@@ -21,8 +21,7 @@ from .backend import AUTO, TASK_CHOICES, VIDEO_SUFFIXES, Asker, Example, PageErr
 log = logging.getLogger("stqa.web")
 
 TITLE = "stqa — ask a question about a video"
-TASK_LABELS = {AUTO: "auto (inferred from the question)", "count": "count", "action": "action",
-               "transition": "transition", "frameqa": "frameqa"}
+TASK_LABELS = {AUTO: "auto (inferred from the question)"}  # a task's own name labels it
 # System fonts only: a font Gradio has to fetch is a request to somewhere, and the page must work offline.
 FONTS = ("ui-sans-serif", "system-ui", "DejaVu Sans", "sans-serif")
 MONO_FONTS = ("ui-monospace", "DejaVu Sans Mono", "monospace")
@@ -50,7 +49,7 @@ def build(asker: Asker, examples: list[Example]) -> gr.Blocks:
                 question = gr.Textbox(label="Question", placeholder="how many times does the red circle jump ?",
                                       lines=1, max_lines=3, elem_id="stqa-question")
                 with gr.Row():
-                    task = gr.Dropdown(label="Task", choices=[(TASK_LABELS[t], t) for t in TASK_CHOICES],
+                    task = gr.Dropdown(label="Task", choices=[(TASK_LABELS.get(t, t), t) for t in TASK_CHOICES],
                                        value=AUTO, elem_id="stqa-task")
                     candidates = gr.Textbox(label="Candidates (optional: 5 answers, comma-separated, "
                                                   "for action and transition questions)",
