@@ -65,7 +65,7 @@ class VideoQAServer:
         add_video_qa_service(server, self.service)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if c.reflection:
-            from grpc_reflection.v1alpha import reflection
+            from grpc_reflection.v1alpha import reflection  # only when reflection is on
 
             reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                                 server)

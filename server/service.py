@@ -28,6 +28,8 @@ import grpc
 
 from stqa.v1 import video_qa_pb2 as pb
 from stqa.v1 import video_qa_pb2_grpc as pb_grpc
+from stqa.video.decode import DecodeCancelled, DecodeTimeout, VideoError
+from stqa.video.pool import DecodePoolBusy, DecodePoolClosed, release_free_memory
 
 from . import convert
 from .batcher import Batcher, BatcherClosed, BatchResult, Expired, QueueFull
@@ -336,8 +338,6 @@ class VideoQAService(pb_grpc.VideoQAServicer):
             loop.call_later(wait, self._trim_later)
             return
         self._last_trim = time.monotonic()
-        from stqa.video.pool import release_free_memory
-
         gc.collect()  # videos pinned by reference cycles (tracebacks of refused requests) go first
         loop.run_in_executor(None, release_free_memory)
 
@@ -356,9 +356,6 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         return predictor.prepare_decoded(decoded)
 
     async def _decode(self, route: _Route, video: bytes, deadline: float | None):
-        from stqa.video.decode import DecodeCancelled, DecodeTimeout, VideoError
-        from stqa.video.pool import DecodePoolBusy, DecodePoolClosed
-
         if self._decode_pool is None:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the decoders are not running")
         if self._closed:  # e.g. a follower whose leader's decode was stopped by the shutdown
@@ -388,9 +385,6 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         raise error
 
     def _decode_error(self, exc: Exception, budget: float, deadline_binds: bool) -> RequestError:
-        from stqa.video.decode import DecodeTimeout, VideoError
-        from stqa.video.pool import DecodePoolBusy
-
         if isinstance(exc, DecodeTimeout):
             if deadline_binds:
                 return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while decoding the video")
@@ -542,7 +536,7 @@ class VideoQAService(pb_grpc.VideoQAServicer):
         return self._query_factory(**fields)
 
     def _model_info(self) -> pb.ModelInfo:
-        from stqa import __version__
+        from stqa import __version__  # a lazy attribute: it loads the compiled extension
 
         return convert.model_info(self.config, ((route.tasks, route.predictor) for route in self._route_list),
                                   __version__)

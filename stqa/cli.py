@@ -44,7 +44,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from stqa import __version__
+        from stqa import __version__  # a lazy attribute: it loads the compiled extension (and torch)
 
         print(f"stqa {__version__}")  # stdout, as argparse's own version action does
         parser.exit()

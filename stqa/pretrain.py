@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stqa.data import synth
+from stqa.progress import progress
 from stqa.video.transforms import frames_to_tensor
 
 N_GEOMETRY = 3  # x, y within the cell, log size
@@ -131,7 +132,6 @@ def pretrain_backbone(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5CE7E]))
     recent: list[dict[str, float]] = []
     t0 = time.time()
-    from stqa.progress import progress
 
     bar = progress(range(steps), desc="perception pretraining", unit="step", leave=False)
     for step in bar:

@@ -134,6 +134,7 @@ def attention_figure(
     and the cells' measured centres (:func:`heatmap_in_frame`); without them the crop is the centred square
     and the cells are assumed uniform. The area the model never saw is veiled and the crop outlined.
     """
+    # matplotlib loads only when a picture is drawn (a second's start-up that `stqa ask` without --out skips)
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -122,7 +122,7 @@ class FeatureWriter:
                  dtype: str = "float32", motion_weights_hash: str | None = None):
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
-        from stqa import __version__
+        from stqa import __version__  # a lazy attribute: it loads the compiled extension
 
         self.path = Path(path)
         self.spec = spec

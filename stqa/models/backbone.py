@@ -182,7 +182,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint_backbone_state(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # only for this format, as in read_state_dict_file
 
     model_file = directory / WEIGHTS_FILE
     if not model_file.is_file() or not is_checkpoint(directory):

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from stqa import tasks as task_registry
+from stqa.models.backbone import build_backbone
 from stqa.models.encode import encode_frames
 from stqa.nn import SpatialAttention, TemporalAttention
 
@@ -187,8 +188,6 @@ class STVQA(nn.Module):
         h2 = self.NUM_LAYERS * config.hidden_dim
         self.backbone: nn.Module | None = None
         if config.backbone is not None:
-            from stqa.models.backbone import build_backbone
-
             # Channels-last activations run the CPU (oneDNN) convolutions ~4x faster, GPU ones no slower.
             self.backbone = build_backbone(config.backbone).to(memory_format=torch.channels_last)
             if int(self.backbone.out_channels) != config.feature_dim:

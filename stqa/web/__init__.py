@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("stqa web: needs Gradio: pip install 'stqa[web]'", file=sys.stderr)
         return 2
+    # Gradio (seconds to import) only once the page is really wanted: `stqa --help` must stay fast.
     from .backend import EXAMPLES_DIR, Asker, load_examples, local_server
     from .page import CSS, build, theme
 
