@@ -462,3 +462,15 @@ def test_variable_frame_rate_samples_by_frame_index(tmp_path):
     levels = [float(f.mean()) for f in video.frames]
     assert levels == sorted(levels)
     assert all(abs(level - 6 * i) < 8 for level, i in zip(levels, video.indices, strict=True))
+
+
+def test_a_gif_s_blocks_are_walked_once_per_decode(monkeypatch):
+    """The header check and both decode passes share one walk of the GIF's blocks."""
+    walks, passes = [], []
+    count, decode_pass = decode_module._gif_image_count, decode_module._decode_pass
+    monkeypatch.setattr(decode_module, "_gif_image_count", lambda data, label: walks.append(label) or count(data, label))
+    monkeypatch.setattr(decode_module, "_decode_pass", lambda *a, **k: passes.append(k["keep"]) or decode_pass(*a, **k))
+    monkeypatch.setattr(decode_module, "_KEEP_BUDGET_BYTES", 4 * W * H * 4)  # too small to keep: two passes
+    video = decode_video(gif_bytes(40), num_frames=8)
+    assert video.n_frames == 40 and len(video.frames) == 8
+    assert len(passes) == 2 and len(walks) == 1

@@ -178,9 +178,10 @@ def decode_video(
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {', '.join(POLICIES)}")
     deadline = time.monotonic() + limits.decode_timeout_s
     data, label = _read_source(source, limits)
-    run = _Run(data, label, limits, deadline, shrink_to, should_stop)
-    if data[:6] in _GIF_SIGNATURES:
-        _check_gif_before_decoding(data, label, limits)
+    # A GIF's block structure is walked once, here; the decode passes reuse its image count.
+    gif_images = _check_gif_before_decoding(data, label, limits) if data[:6] in _GIF_SIGNATURES else None
+    run = _Run(data, label, limits, deadline, shrink_to, should_stop, gif_images)
+    if gif_images is not None:
         _check_gif_lzw(run)
 
     first = _decode_pass(run, keep="all" if num_frames is None else "budget")
@@ -253,6 +254,7 @@ class _Run:
     deadline: float
     shrink_to: int | None
     should_stop: Callable[[], bool] | None
+    gif_images: int | None = None  # complete images of a GIF input, counted from its blocks
 
 
 def _decode_pass(run: _Run, keep) -> _Pass:
@@ -282,7 +284,8 @@ def _decode_pass(run: _Run, keep) -> _Pass:
             stream = container.streams.video[0]
             declared_frames = int(stream.frames or 0)
             if "gif" in fmt.split(","):
-                declared_frames = max(declared_frames, _gif_image_count(run.data, label))
+                images = run.gif_images if run.gif_images is not None else _gif_image_count(run.data, label)
+                declared_frames = max(declared_frames, images)
             if declared_frames > limits.max_frames:
                 raise TooManyFrames(f"{label}: video has {declared_frames} frames, over the limit "
                                     f"max_frames={limits.max_frames}")
@@ -417,10 +420,11 @@ def _check_budget(frame_pixels: int, frames: int, label: str, limits: VideoLimit
                                    f"{limits.max_decoded_pixels}")
 
 
-def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> None:
+def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> int:
     """Refuse a GIF from its header and block structure alone, before FFmpeg sees it: FFmpeg decodes
     every GIF frame onto the full logical screen, so a 43-byte file declaring a 65535x1 screen, or a
-    few kilobytes of one-pixel images on a 4096x4096 screen, would otherwise allocate gigabytes."""
+    few kilobytes of one-pixel images on a 4096x4096 screen, would otherwise allocate gigabytes.
+    Returns the GIF's image count."""
     if len(data) < 13:
         raise CorruptVideo(f"{label}: truncated GIF (no logical screen descriptor)")
     width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
@@ -433,6 +437,7 @@ def _check_gif_before_decoding(data: bytes, label: str, limits: VideoLimits) -> 
     if images > limits.max_frames:
         raise TooManyFrames(f"{label}: video has {images} frames, over the limit max_frames={limits.max_frames}")
     _check_budget(width * height, images, label, limits, declared=True)
+    return images
 
 
 def _check_gif_lzw(run: _Run) -> None:
