@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, TINY_TRAINING
 from stqa.server.testing import ServeProcess
 
 from stqa import cli
@@ -191,19 +191,12 @@ def documented_commands() -> list[tuple[Snippet, list[str]]]:
 
 
 # -- the real parser ---------------------------------------------------------------------------------------
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:  # argparse keeps subparsers only on its private action list
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 @functools.lru_cache(maxsize=2)
 def stqa_parser(relaxed: bool = False) -> argparse.ArgumentParser:
     """``stqa``'s parser; ``relaxed`` for lines with ``...``, which stand for options shown elsewhere."""
     parser = cli.build_parser()
     if relaxed:
-        for p in [parser, *_subparsers(parser).values()]:
+        for p in [parser, *(cli._subparser(parser, name) for name in cli.COMMANDS)]:
             for action in p._actions:
                 if action.option_strings:
                     action.required = False
@@ -233,7 +226,7 @@ def unknown_words(text: str) -> list[str]:
     if command is not None and re.fullmatch(r"[a-z]+", command):
         if command not in cli.COMMANDS:
             return [f"subcommand {command!r}"]
-        known |= set(_subparsers(parser)[command]._option_string_actions)
+        known |= set(cli._subparser(parser, command)._option_string_actions)
     flags = [m.group(1) for w in words if (m := re.match(r"\[?(--[A-Za-z][\w-]*)", w))]
     return [f"flag {flag}" for flag in flags if flag not in known]
 
@@ -404,8 +397,7 @@ def substituted(argv: list[str], files: dict[str, str]) -> list[str]:
     return [files.get(a, a) for a in argv]
 
 
-TINY_MODEL = dict(embed_dim=16, hidden_dim=32, att_hidden_dim=16)
-TINY_E2E = dict(epochs=1, batch_size=32, num_frames=8, image_size=64, **TINY_MODEL)
+TINY_MODEL = {k: TINY_TRAINING[k] for k in ("embed_dim", "hidden_dim", "att_hidden_dim")}
 EXAMPLES = ROOT / "stqa" / "assets" / "examples"
 
 
@@ -462,13 +454,13 @@ def test_data_workflow(workdir: Path, features: Path, capsys):
 
 def test_training_workflow(workdir: Path, features: Path, capsys):
     with inside(workdir):
-        run(scaled(documented("README.md", "stqa train --task all --variant sptp"), **TINY_E2E), capsys)
+        run(scaled(documented("README.md", "stqa train --task all --variant sptp"), **TINY_TRAINING), capsys)
         # docs/training.md, "continue an interrupted run": `...` are that run's options (its own e2e line)
         resume = documented("docs/training.md", "stqa train ... --out runs/e2e --resume")
         options = documented("docs/training.md", "stqa train --task all --data data/synth")
         out_at = options.index("--out")
         resume = options[:out_at] + options[out_at + 2:] + [a for a in resume[1:] if a != "..."]
-        run(scaled(resume, **dict(TINY_E2E, epochs=2)), capsys)
+        run(scaled(resume, **dict(TINY_TRAINING, epochs=2)), capsys)
         assert [json.loads(line)["epoch"] for line in Path("runs/e2e/log.jsonl").read_text().splitlines()] == [0, 1]
 
         for doc in ("README.md", "docs/training.md"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from helpers import TINY_TRAINING, option_flags
+
 from stqa.checkpoint import BUNDLED_MODEL, CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from stqa.data import synth
 from stqa.evaluation.command import training_overlap_warning
@@ -43,17 +45,13 @@ def test_evaluate_prints_the_warning(tmp_path, capsys):
     assert "warning:" in err and "training or validation videos" in err and "--seed" in err
 
 
-TINY = ["--epochs", "1", "--batch-size", "32", "--embed-dim", "8", "--hidden-dim", "8", "--att-hidden-dim", "8",
-        "--num-frames", "8", "--image-size", "64"]
-
-
 def test_stqa_train_records_its_data_and_evaluate_warns_only_for_the_same_seed(tmp_path, capsys):
     from stqa.cli import main
 
     data, run = tmp_path / "s5", tmp_path / "run"
     assert main(["synth", "--out", str(data), "--videos", "12", "--seed", "5"]) == 0
     assert main(["train", "--data", str(data), "--videos", str(data / "gifs"), "--backbone", "tiny",
-                 "--out", str(run), *TINY]) == 0
+                 "--out", str(run), *option_flags(TINY_TRAINING)]) == 0
     for ckpt in ("best", "last"):
         record = json.loads((run / ckpt / CONFIG_FILE).read_text())["training_data"]
         assert record["synthetic"]["seed"] == 5 and record["synthetic"]["videos"] == 12
