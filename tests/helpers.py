@@ -55,6 +55,16 @@ def synthetic_set() -> Path:
     return out
 
 
+#: The smallest end-to-end training that still runs every stage (one epoch, narrow model, few small frames).
+TINY_TRAINING = {"epochs": 1, "batch_size": 32, "embed_dim": 16, "hidden_dim": 32, "att_hidden_dim": 16,
+                 "num_frames": 8, "image_size": 64}
+
+
+def option_flags(options: dict) -> list[str]:
+    """``{"batch_size": 32}`` -> ``["--batch-size", "32"]``."""
+    return [a for name, value in options.items() for a in ("--" + name.replace("_", "-"), str(value))]
+
+
 @functools.lru_cache(maxsize=1)
 def model_checkpoint() -> Path | None:
     """None (= the bundled model) if it exists; else :func:`tiny_checkpoint`."""
@@ -69,9 +79,8 @@ def tiny_checkpoint() -> Path:
     run_dir = _workdir() / "run"
     subprocess.run(
         [sys.executable, "-m", "stqa", "train", "--data", str(data), "--videos", str(data / "gifs"),
-         "--backbone", "tiny", "--task", "all", "--variant", "sptp", "--epochs", "1", "--batch-size", "32",
-         "--embed-dim", "16", "--hidden-dim", "32", "--att-hidden-dim", "16", "--num-frames", "8",
-         "--image-size", "64", "--out", str(run_dir), "--name", "e2e-tiny"],
+         "--backbone", "tiny", "--task", "all", "--variant", "sptp", *option_flags(TINY_TRAINING),
+         "--out", str(run_dir), "--name", "e2e-tiny"],
         check=True, capture_output=True, timeout=300,
     )
     return run_dir / "best"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from helpers import TINY_TRAINING, option_flags
+
 from stqa.checkpoint import BUNDLED_MODEL, CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from stqa.data import synth
 from stqa.evaluation.command import training_overlap_warning
@@ -41,3 +43,36 @@ def test_evaluate_prints_the_warning(tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--task", "count"]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "training or validation videos" in err and "--seed" in err
+
+
+def test_stqa_train_records_its_data_and_evaluate_warns_only_for_the_same_seed(tmp_path, capsys):
+    from stqa.cli import main
+
+    data, run = tmp_path / "s5", tmp_path / "run"
+    assert main(["synth", "--out", str(data), "--videos", "12", "--seed", "5"]) == 0
+    assert main(["train", "--data", str(data), "--videos", str(data / "gifs"), "--backbone", "tiny",
+                 "--out", str(run), *option_flags(TINY_TRAINING)]) == 0
+    for ckpt in ("best", "last"):
+        record = json.loads((run / ckpt / CONFIG_FILE).read_text())["training_data"]
+        assert record["synthetic"]["seed"] == 5 and record["synthetic"]["videos"] == 12
+        assert record["synthetic"]["test_fraction"] == 0.2
+        assert record["data"] == str(data)
+        assert record["files"] == [f"Train_{t}_question.csv" for t in ("count", "action", "transition", "frameqa")]
+        assert record["held_out_by"] == [f"Test_{t}_question.csv" for t in ("action", "count", "frameqa", "transition")]
+        # 12 videos, 2 of them test: the other 10 train or validate, each with 2 action questions
+        assert record["videos"]["train"] + record["videos"]["val"] == 10
+        action = record["tasks"]["action"]
+        assert action["train"]["questions"] == 2 * action["train"]["videos"]
+        assert action["val"]["videos"] == record["videos"]["val"] and action["dropped_test_overlap"]["videos"] == 0
+
+    # A seed-5 set of 10 videos tests video 9, which the 12-video set trained on; seed 6 shares only keys.
+    assert 9 in synth.test_indices(5, 10, 0.2) and 9 not in synth.test_indices(5, 12, 0.2)
+    capsys.readouterr()
+    for seed, warned in ((5, True), (6, False)):
+        other = tmp_path / f"s{seed}-10"
+        assert main(["synth", "--out", str(other), "--videos", "10", "--seed", str(seed)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(run), "--data", str(other), "--task", "count"]) == 0
+        err = capsys.readouterr().err
+        assert ("training or validation videos (synthetic seed 5" in err) is warned, err
+        assert ("WARNING" in err) is warned, err  # the key check: same keys, other seed = other videos

@@ -318,11 +318,52 @@ def answer_phrases(train: dict[str, list]) -> dict[str, list[str]]:
             for task, records in train.items() if tasks.get(task).multiple_choice}
 
 
+def _split_counts(records: list) -> dict[str, int]:
+    return {"questions": len(records), "videos": len({r.key for r in records})}
+
+
+def training_data(cfg: TrainConfig, split: RunSplit) -> dict:
+    """The checkpoint's ``training_data``: what the model saw, in words a user can check against a set.
+
+    Every run: the annotation folder as given, the Train files read, the Test files whose GIFs were held
+    out, and per task the train / validation / dropped questions and videos. A ``stqa synth`` set (its
+    ``synth.json``) also records seed, size and test fraction, the same entry the bundled model has: a
+    scene depends only on (seed, index), so ``stqa evaluate`` can tell this checkpoint's training videos
+    in any set generated with that seed, whatever its size (``training_overlap_warning``).
+    """
+    record: dict = {
+        "data": str(cfg.data),
+        "files": [tgifqa.annotation_filename(t, "train") for t in split.tasks],
+        "held_out_by": list(split.test_files),
+        "tasks": {t: {"train": _split_counts(part.train), "val": _split_counts(part.val),
+                      "dropped_test_overlap": _split_counts(part.dropped)} for t, part in split.tasks.items()},
+        "videos": {"train": len({r.key for s in split.tasks.values() for r in s.train}),
+                   "val": len({r.key for s in split.tasks.values() for r in s.val})},
+    }
+    if (Path(cfg.data) / "synth.json").is_file():
+        from stqa.data.synth import read_meta  # torch-free, but only synthetic sets need it
+
+        try:
+            meta = read_meta(cfg.data)
+        except ValueError:
+            # Another synthetic format renders other scenes for the same (seed, index): claiming its
+            # videos by seed would be wrong, so the record stays the plain one.
+            return record
+        seed, videos = int(meta["seed"]), int(meta["n_videos"])
+        record["synthetic"] = {
+            "seed": seed, "videos": videos, "test_fraction": float(meta["test_fraction"]),
+            "note": f"stqa synth --seed {seed} --videos {videos} ({cfg.data}): trained on its train split "
+                    "(validation carved from it), never on its test split",
+        }
+    return record
+
+
 def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answer_vocab, spec: FeatureSpec,
                     pretraining: dict | None, split: RunSplit, phrases: dict[str, list[str]] | None = None) -> dict:
     """What every checkpoint of the run records besides the training summary; ``training_keys`` are the
-    GIFs it trained or validated on, so ``stqa evaluate`` can check them against the keys it scores
-    (``phrases``: see :func:`answer_phrases`)."""
+    GIFs it trained or validated on, so ``stqa evaluate`` can check them against the keys it scores, and
+    ``training_data`` says which data those were (:func:`training_data`; ``phrases``: see
+    :func:`answer_phrases`)."""
     return {
         "answer_phrases": phrases or {},
         "name": cfg.name or out.name,
@@ -334,6 +375,7 @@ def checkpoint_meta(cfg: TrainConfig, out: Path, model: STVQA, word_vocab, answe
         "max_question_len": cfg.max_question_len,
         "backbone_pretraining": pretraining,
         "training_keys": encode_key_set(split.seen_keys()),
+        "training_data": training_data(cfg, split),
     }
 
 

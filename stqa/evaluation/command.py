@@ -63,7 +63,8 @@ def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) ->
         return {"checked": False, "overlap": {},
                 "message": f"note: the checkpoint's record of its training GIFs is unreadable ({err}); "
                            "whether they overlap the scored GIFs could not be checked"}
-    overlap = {t: len({r.key for r in ds.records} & seen) for t, ds in datasets.items()}
+    overlap = {t: len({r.key for r in ds.records if _may_be_seen(r.gif_name, checkpoint_config)} & seen)
+               for t, ds in datasets.items()}
     hit = {t: n for t, n in overlap.items() if n}
     if not hit:
         return {"checked": True, "overlap": overlap,
@@ -72,6 +73,22 @@ def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) ->
     return {"checked": True, "overlap": overlap,
             "message": f"WARNING: the checkpoint trained or validated on GIFs it is now scored on ({detail} "
                        "scored GIFs); these numbers are not test numbers"}
+
+
+def _may_be_seen(gif_name: str, checkpoint_config: dict) -> bool:
+    """Whether a scored GIF can be one the checkpoint saw, as far as its name tells. A synthetic set's key is
+    its video index + 1 whatever the seed, so for a checkpoint trained on synthetic seed S a key match is
+    the same video only when the name is ``synth<S>_...``; any other name is judged by its key alone."""
+    from stqa.data import synth  # torch-free
+
+    trained = (checkpoint_config.get("training_data") or {}).get("synthetic")
+    if not trained:
+        return True
+    try:
+        seed, _ = synth.parse_gif_name(gif_name)
+    except ValueError:
+        return True
+    return seed == int(trained["seed"])
 
 
 # -- FrameQA beside published numbers -----------------------------------------------------------------
