@@ -278,3 +278,54 @@ def test_glove_vectors_are_aligned_and_frozen(bench, tmp_path):
     with pytest.raises(SystemExit, match="vector has 4 dims, --embed-dim is 8"):
         train.run(train_args(data=data, features=feats, out=tmp_path / "g2", epochs=1, task="count",
                              glove=glove, **dict(SMALL, embed_dim=8)))
+
+
+def _one_error_line(capsys, command: str = "train") -> str:
+    """stderr of a command that failed on its input: exactly one ``stqa <command>: error:`` line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"stqa {command}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_missing_annotation_files_are_named_in_one_line(bench, tmp_path, capsys):
+    import shutil
+
+    from stqa.cli import main
+
+    data, feats = bench
+    only_test = tmp_path / "only_test"
+    only_test.mkdir()
+    for f in data.glob("Test_*_question.csv"):
+        shutil.copy(f, only_test)
+    common = ["train", "--features", str(feats), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert main([*common, "--data", str(only_test), "--task", "count,action"]) == 2
+    line = _one_error_line(capsys)
+    assert str(only_test) in line and "Train_count_question.csv" in line and "Train_action_question.csv" in line
+    assert main([*common, "--data", str(only_test)]) == 2  # --task all: no Train file at all
+    line = _one_error_line(capsys)
+    assert str(only_test) in line and all(f"Train_{t}_question.csv" in line for t in ("count", "frameqa"))
+    assert main([*common, "--data", str(tmp_path / "typo")]) == 2
+    assert _one_error_line(capsys).endswith(f"--data {tmp_path / 'typo'} does not exist")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_feature_store_lacking_clips_is_refused_before_training(bench, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    from stqa.cli import main
+
+    data, feats = bench
+    partial = tmp_path / "partial.h5"
+    shutil.copy(feats, partial)
+    with h5py.File(partial, "a") as f:
+        for key in range(1, 11):  # ten training GIFs: unit_0001 .. unit_0010
+            del f[str(key)]
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--features", str(partial), "--out", str(out), "--epochs", "1"]) == 2
+    line = _one_error_line(capsys)
+    assert f"feature store {partial} lacks 10 of the 60 GIFs" in line and "unit_0001 (key 1)" in line
+    # refused before the model was built: no config, no checkpoint (only the split is recorded)
+    assert not (out / "config.json").exists() and not (out / "last").exists()

@@ -16,7 +16,14 @@ import torch
 from stqa import __version__, tasks
 from stqa.checkpoint import FeatureSpec, encode_key_set, is_checkpoint, load_checkpoint, save_checkpoint
 from stqa.data import tgifqa
-from stqa.data.dataset import FeatureClips, FrameClips, QADataset, make_step_batch, training_schedule
+from stqa.data.dataset import (
+    FeatureClips,
+    FrameClips,
+    QADataset,
+    check_clips,
+    make_step_batch,
+    training_schedule,
+)
 from stqa.engine.config import TrainConfig
 from stqa.engine.split import RunSplit, build_split, split_for_run, summary_lines
 from stqa.inference import model_from_checkpoint
@@ -54,12 +61,20 @@ def ensure_synthetic(cfg: TrainConfig) -> None:
 
 def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
     """The run's tasks from ``--task``: a name or comma-separated list as given, or for ``all`` every
-    task whose annotation file for ``split`` exists in ``data``."""
-    if task.strip() != "all":
-        return list(tasks.parse_task_list(task))
-    present = [t for t in tasks.TASK_NAMES if (Path(data) / tgifqa.annotation_filename(t, split)).is_file()]
-    if not present:
-        raise SystemExit(f"error: no {split} annotation files for any task in {data}")
+    task whose annotation file for ``split`` exists in ``data``. Checked up front: a missing folder or
+    file is one line naming every missing file and the folder."""
+    data = Path(data)
+    if not data.is_dir():
+        raise SystemExit(f"error: --data {data} {'is not a folder' if data.exists() else 'does not exist'}")
+    every = task.strip() == "all"
+    wanted = tasks.TASK_NAMES if every else tasks.parse_task_list(task)
+    files = {t: tgifqa.annotation_filename(t, split) for t in wanted}
+    present = [t for t in wanted if (data / files[t]).is_file()]
+    missing = [files[t] for t in wanted if t not in present]
+    if every and not present:
+        raise SystemExit(f"error: {data} holds no {split} annotation file (looked for {', '.join(missing)})")
+    if not every and missing:
+        raise SystemExit(f"error: {data} lacks {', '.join(missing)} (--task {task})")
     return present
 
 
@@ -89,13 +104,17 @@ def frame_spec(cfg: TrainConfig) -> FeatureSpec:
                        policy=cfg.policy, image_size=int(cfg.image_size))
 
 
-def make_clips(cfg: TrainConfig, spec: FeatureSpec | None = None):
-    """The clip source for the config: a feature store or decoded videos."""
+def make_clips(cfg: TrainConfig, records: list[tgifqa.QARecord], spec: FeatureSpec | None = None):
+    """The clip source for the config (a feature store or decoded videos), checked to hold a clip for
+    every one of ``records`` before anything is built or trained."""
     if cfg.features:
         from stqa.data.features import FeatureStore  # h5py: only for feature-store runs
 
-        return FeatureClips(FeatureStore(cfg.features))
-    return FrameClips(cfg.videos, spec)
+        clips = FeatureClips(FeatureStore(cfg.features))
+    else:
+        clips = FrameClips(cfg.videos, spec)
+    check_clips(clips, records)
+    return clips
 
 
 def load_glove(path: str, vocab, dim: int) -> torch.Tensor:
