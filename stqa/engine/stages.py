@@ -41,17 +41,26 @@ def seed_everything(seed: int) -> None:
 
 
 # -- data --------------------------------------------------------------------------------------------
-def ensure_synthetic(cfg: TrainConfig) -> None:
-    """The synthetic preset generates its benchmark on first use."""
+def ensure_synthetic(cfg: TrainConfig, generate_missing: bool = False) -> None:
+    """The synthetic preset's benchmark in ``--data``: used when there (and of this stqa's format), generated
+    first when absent only if asked (``--generate``), so a mistyped ``--data`` is an error naming the command
+    that generates the set rather than the silent start of a long generation."""
     if not cfg.synth_videos:
+        if generate_missing:
+            raise SystemExit("error: --generate generates the synthetic preset's set (--preset synthetic); "
+                             "this run has none to generate")
         return
     # The renderer is only needed by the synthetic preset; keep it out of every other run's start-up.
-    from stqa.data.synth import generate, read_meta
+    from stqa.data.synth import generate, plan, read_meta, synth_command
 
-    data = Path(cfg.data)
+    data, n_videos, seed = Path(cfg.data), int(cfg.synth_videos), int(cfg.synth_seed)
     if not any(data.glob("Train_*_question.csv")):
-        print(f"generating the synthetic benchmark in {data} ({cfg.synth_videos} videos)", file=sys.stderr)
-        generate(data, int(cfg.synth_videos), int(cfg.synth_seed))
+        if not generate_missing:
+            state = "holds no Train_*_question.csv file" if data.is_dir() else "does not exist"
+            raise SystemExit(f"error: --data {data} {state}; generate the synthetic set with "
+                             f"`{synth_command(data, n_videos, seed)}`, or add --generate to do it here")
+        print(f"stqa train: {plan(data, n_videos, seed)}", file=sys.stderr)
+        generate(data, n_videos, seed, progress=sys.stderr.isatty())
         return
     try:
         read_meta(data)
@@ -374,11 +383,12 @@ def save_checkpoints(cfg: TrainConfig, out: Path, last_dir: Path, model: STVQA, 
 VOCAB_FILE = "vocab.json"
 
 
-def dry_run(cfg: TrainConfig) -> int:
+def dry_run(cfg: TrainConfig, generate_missing: bool = False) -> int:
     """``stqa train --dry-run``: build the split and the vocabularies, print a per-task summary, train
     nothing. With ``--out`` the split (``split.json``, which a later run there reuses) and the
-    vocabularies (``vocab.json``) are written; without, only printed."""
-    ensure_synthetic(cfg)
+    vocabularies (``vocab.json``) are written; without, only printed. ``generate_missing``: as
+    :func:`ensure_synthetic`."""
+    ensure_synthetic(cfg, generate_missing)
     names = task_list(cfg.task, cfg.data)
     out = Path(cfg.out) if cfg.out else None
     if out is not None and is_checkpoint(out / "last"):

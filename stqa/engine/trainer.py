@@ -38,22 +38,25 @@ __all__ = ["add_arguments", "run", "train"]
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``stqa train``."""
     cfg = resolve_config(args)
+    generate = bool(getattr(args, "generate", False))
     if getattr(args, "dry_run", False):
         if getattr(args, "resume", False):
             raise SystemExit("error: --dry-run and --resume do not go together")
-        return stages.dry_run(cfg)
+        return stages.dry_run(cfg, generate)
     rank, world, device = comm.init_distributed(cfg.device)
     try:
-        return train(cfg, bool(getattr(args, "resume", False)), rank, world, device)
+        return train(cfg, bool(getattr(args, "resume", False)), rank, world, device, generate)
     finally:
         comm.shutdown(world)
 
 
-def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> int:
-    """One training run (or its continuation with ``resume``) on this rank."""
+def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device,
+          generate: bool = False) -> int:
+    """One training run (or its continuation with ``resume``) on this rank; ``generate``: the synthetic
+    preset's set is generated first when absent (:func:`stqa.engine.stages.ensure_synthetic`)."""
     out = Path(cfg.out)
     if rank == 0:
-        stages.ensure_synthetic(cfg)
+        stages.ensure_synthetic(cfg, generate)
     comm.barrier(world)
     names = stages.task_list(cfg.task, cfg.data)
     last_dir = stages.check_run_dir(out, resume)
