@@ -77,9 +77,8 @@ def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
         raise SystemExit(f"error: --data {data} {'is not a folder' if data.exists() else 'does not exist'}")
     every = task.strip() == "all"
     wanted = tasks.TASK_NAMES if every else tasks.parse_task_list(task)
-    files = {t: tgifqa.annotation_filename(t, split) for t in wanted}
-    present = [t for t in wanted if (data / files[t]).is_file()]
-    missing = [files[t] for t in wanted if t not in present]
+    present = [t for t in wanted if t in tgifqa.available_tasks(data, split)]
+    missing = [tgifqa.annotation_filename(t, split) for t in wanted if t not in present]
     if every and not present:
         raise SystemExit(f"error: {data} holds no {split} annotation file (looked for {', '.join(missing)})")
     if not every and missing:
