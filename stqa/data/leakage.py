@@ -191,7 +191,8 @@ def check_dataset(root: str | Path, seed: int = 0) -> dict:
                     limit = 1.0 / spec.num_candidates + MC_MARGIN
                     rule = f"text-only accuracy {text:.3f} must be <= chance 0.200 + {MC_MARGIN} = {limit:.3f}"
             verdict = decide(interval, limit, higher_is_clean=spec.target == "count")
-            entry.update(n=n, interval=[round(v, 4) for v in interval], interval_method=method,
+            bounds = [round(v, 4) if math.isfinite(v) else None for v in interval]  # JSON has no infinity
+            entry.update(n=n, interval=bounds, interval_method=method,
                          limit=round(limit, 4), verdict=verdict, passed={"PASS": True, "FAIL": False}.get(verdict),
                          rule=f"{rule} (95% interval {interval[0]:.3f}..{interval[1]:.3f}, n={n})")
             report["checked"].append(task)
@@ -247,7 +248,6 @@ def _format_report(report: dict) -> str:
     }[report["verdict"]]
     lines.append(f"\nchecked: {', '.join(report['checked']) or 'nothing'}; {summary}")
     return "\n".join(lines)
-
 
 
 def run_check(root: Path, seed: int = 0, json_path: Path | None = None) -> int:

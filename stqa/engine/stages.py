@@ -65,7 +65,7 @@ def ensure_synthetic(cfg: TrainConfig, generate_missing: bool = False) -> None:
     try:
         read_meta(data)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}; move it away so the preset generates a new set there") from err
+        raise SystemExit(f"error: {err}; move it away, and --generate generates a new set there") from err
 
 
 def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
