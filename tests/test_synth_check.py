@@ -4,6 +4,7 @@ annotations."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -126,3 +127,17 @@ def test_reported_distributions_are_the_loaders(tmp_path):
                 dist = Counter(r.answer for r in loaded)
                 assert entry[f"{split}_answer_index"] == {str(i): dist[i] for i in range(5)}
     assert report["tasks"]["count"]["train_answers"]["0"] == len(records[::4])
+
+
+@pytest.mark.skipif(not os.environ.get("STQA_TGIFQA_ROOT"), reason="STQA_TGIFQA_ROOT (the official files) not set")
+def test_real_count_answers_are_the_loaders(tmp_path):
+    """On TGIF-QA's count files (a quarter of the answers are 0) the check reports 0 where the loader reads 0."""
+    from collections import Counter
+
+    root = Path(os.environ["STQA_TGIFQA_ROOT"])
+    for split in ("train", "test"):  # count only, so the check fits a test's time
+        shutil.copy(root / tgifqa.annotation_filename("count", split), tmp_path)
+    entry = leakage.check_dataset(tmp_path)["tasks"]["count"]
+    for split in ("train", "test"):
+        loaded = Counter(r.answer for r in tgifqa.load(root, "count", split))
+        assert entry[f"{split}_answers"] == {str(k): n for k, n in sorted(loaded.items())} and loaded[0] > 0
