@@ -56,7 +56,7 @@ web: $(VENV)/.built
 # best-on-validation checkpoint into the package, and score it on the synthetic test split.
 MODEL_RUN := runs/synth24000
 model: $(VENV)/.built
-	$(STQA) train --preset synthetic --out $(MODEL_RUN) $$(test -f $(MODEL_RUN)/last/config.json && echo --resume)
+	$(STQA) train --preset synthetic --generate --out $(MODEL_RUN) $$(test -f $(MODEL_RUN)/last/config.json && echo --resume)
 	rm -rf stqa/assets/default.new && cp -r $(MODEL_RUN)/best stqa/assets/default.new
 	rm -rf stqa/assets/default && mv stqa/assets/default.new stqa/assets/default
 	$(STQA) evaluate --data data/synth24000 --split test --out results/synth24000 \

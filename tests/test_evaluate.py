@@ -179,6 +179,25 @@ def test_feature_spec_mismatch_is_named(trained, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_missing_videos_are_one_line_naming_the_folder(tmp_path, capsys):
+    """Without --features the checkpoint reads DATA/gifs (or --videos): a folder that is absent, or lacks
+    videos, is refused in one line before anything is scored."""
+    from stqa.cli import main
+    from stqa.data import synth, tgifqa
+
+    data = tmp_path / "data"
+    synth.generate(data, 6, 7, write_gifs=False)  # annotations only: no gifs/ folder
+    assert main(["evaluate", "--data", str(data)]) == 2  # the bundled model (end to end, reads videos)
+    assert capsys.readouterr().err == f"stqa evaluate: error: videos directory {data / 'gifs'} does not exist\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--data", str(data), "--videos", str(empty)]) == 2
+    err = capsys.readouterr().err
+    n_test = len({r.gif_name for t in tgifqa.TASKS for r in tgifqa.load(data, t, "test")})
+    assert err == (f"stqa evaluate: error: videos directory {empty} lacks {n_test} of the {n_test} GIFs this run "
+                   f"reads (e.g. {', '.join(synth.gif_name_for(7, i) for i in sorted(synth.test_indices(7, 6, 0.2)))})\n")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -69,7 +69,11 @@ def test_extract_end_to_end(workspace: dict, capsys) -> None:
     assert sorted((f["key"], f["gif_name"], f["error"]) for f in failures) == [
         (103, "gif_broken", "CorruptVideo"), (104, "gif_missing", "FileNotFoundError")]
     assert "truncated GIF" in next(f["message"] for f in failures if f["key"] == 103)
-    assert "2 GIFs failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # which weights were used comes first; the missing video is counted apart from the broken one
+    assert err.startswith(f"stqa extract: tiny weights: {workspace['weights']} (given)\n")
+    assert "5 to do (1 without a video in" in err
+    assert f"2 GIFs failed (1 without a video in {workspace['videos']})" in err
 
     with h5py.File(out, "r") as f:
         assert sorted(f.keys()) == ["101", "102", "105"]  # nothing at all for the failed GIFs
@@ -156,6 +160,17 @@ def test_usage_errors(workspace: dict, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_a_videos_folder_without_any_annotated_gif_fails_before_writing(workspace: dict, tmp_path: Path,
+                                                                       capsys) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "unrelated.gif").write_bytes(gif_bytes(3, 9))
+    assert extract(dict(workspace, videos=elsewhere)) == 2
+    assert capsys.readouterr().err == (f"stqa extract: error: none of the 5 GIFs named in the annotations is in "
+                                       f"{elsewhere}\n")
+    assert not workspace["out"].exists() and not Path(f"{workspace['out']}.failures.jsonl").exists()
+
+
 def test_writer_validation_and_interrupted_entries(tmp_path: Path) -> None:
     spec = FeatureSpec("tiny", 4, 3, "uniform", 112)
     path = tmp_path / "f.h5"
@@ -186,7 +201,7 @@ def test_writer_validation_and_interrupted_entries(tmp_path: Path) -> None:
         FeatureStore(tmp_path / "missing.h5")
 
 
-def test_tiny_defaults_to_the_bundled_models_backbone(workspace: dict, tmp_path: Path) -> None:
+def test_tiny_defaults_to_the_bundled_models_backbone(workspace: dict, tmp_path: Path, capsys) -> None:
     """`stqa synth` then `stqa extract --backbone tiny` needs no weights file: the bundled model carries one."""
     from stqa.checkpoint import file_sha256
     from stqa.inference import BUNDLED_MODEL
@@ -196,6 +211,8 @@ def test_tiny_defaults_to_the_bundled_models_backbone(workspace: dict, tmp_path:
     code = stqa_main(["extract", "--videos", str(workspace["videos"]), "--annotations", str(workspace["annotations"]),
                       "--backbone", "tiny", "--out", str(out), "--frames", str(T), "--tasks", "count"])
     assert code == 1  # the fixture's corrupt GIF fails; the others are written
+    assert capsys.readouterr().err.startswith(
+        f"stqa extract: tiny weights: {BUNDLED_MODEL} (the bundled model's trained backbone)\n")
     store = FeatureStore(out)
     with h5py.File(out, "r") as f:
         assert f.attrs["weights_hash"] == file_sha256(BUNDLED_MODEL / "model.safetensors")

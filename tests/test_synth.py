@@ -278,6 +278,8 @@ def test_cli_generates_and_rejects_bad_parameters(tmp_path, capsys):
     assert cli_main(["synth", "--out", str(tmp_path / "s"), "--videos", "3", "--seed", "1", "--size", "64",
                      "--max-frames", "48"]) == 0
     assert len(list((tmp_path / "s" / "gifs").glob("*.gif"))) == 3
+    # what it generates is said before it starts (a large set takes minutes)
+    assert capsys.readouterr().err.startswith(f"stqa synth: generating 3 videos (seed 1) in {tmp_path / 's'}, ")
     assert decode_video(next((tmp_path / "s" / "gifs").glob("*.gif"))).width == 64
     assert cli_main(["synth", "--out", str(tmp_path / "bad"), "--videos", "3", "--max-frames", "30"]) == 2
     assert "max_frames" in capsys.readouterr().err

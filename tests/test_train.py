@@ -81,10 +81,11 @@ def test_synthetic_preset_generates_its_set_and_refuses_other_formats(tmp_path):
     from stqa.engine.config import TrainConfig
 
     cfg = TrainConfig(data=str(tmp_path / "s"), synth_videos=4, synth_seed=0)
-    train.ensure_synthetic(cfg)
+    train.ensure_synthetic(cfg, generate_missing=True)
     meta = json.loads((tmp_path / "s" / "synth.json").read_text())
     assert meta["format_version"] == synth.FORMAT_VERSION and meta["n_videos"] == 4
     train.ensure_synthetic(cfg)  # present and current: used as it is
+    train.ensure_synthetic(cfg, generate_missing=True)  # and not generated again
     (tmp_path / "s" / "synth.json").write_text(json.dumps(dict(meta, format_version=1)))
     with pytest.raises(SystemExit, match=f"holds synthetic format 1 but this stqa generates format {synth.FORMAT_VERSION}"):
         train.ensure_synthetic(cfg)
@@ -200,3 +201,84 @@ def test_glove_vectors_are_aligned_and_frozen(bench, tmp_path):
     with pytest.raises(SystemExit, match="vector has 4 dims, --embed-dim is 8"):
         train.run(train_args(data=data, features=feats, out=tmp_path / "g2", epochs=1, task="count",
                              glove=glove, **dict(SMALL, embed_dim=8)))
+
+
+def _one_error_line(capsys, command: str = "train") -> str:
+    """stderr of a command that failed on its input: exactly one ``stqa <command>: error:`` line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"stqa {command}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_missing_annotation_files_are_named_in_one_line(bench, tmp_path, capsys):
+    import shutil
+
+    from stqa.cli import main
+
+    data, feats = bench
+    only_test = tmp_path / "only_test"
+    only_test.mkdir()
+    for f in data.glob("Test_*_question.csv"):
+        shutil.copy(f, only_test)
+    common = ["train", "--features", str(feats), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert main([*common, "--data", str(only_test), "--task", "count,action"]) == 2
+    line = _one_error_line(capsys)
+    assert str(only_test) in line and "Train_count_question.csv" in line and "Train_action_question.csv" in line
+    assert main([*common, "--data", str(only_test)]) == 2  # --task all: no Train file at all
+    line = _one_error_line(capsys)
+    assert str(only_test) in line and all(f"Train_{t}_question.csv" in line for t in ("count", "frameqa"))
+    assert main([*common, "--data", str(tmp_path / "typo")]) == 2
+    assert _one_error_line(capsys).endswith(f"--data {tmp_path / 'typo'} does not exist")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_feature_store_lacking_clips_is_refused_before_training(bench, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    from stqa.cli import main
+
+    data, feats = bench
+    partial = tmp_path / "partial.h5"
+    shutil.copy(feats, partial)
+    with h5py.File(partial, "a") as f:
+        for key in range(1, 11):  # ten training GIFs: unit_0001 .. unit_0010
+            del f[str(key)]
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--features", str(partial), "--out", str(out), "--epochs", "1"]) == 2
+    line = _one_error_line(capsys)
+    assert f"feature store {partial} lacks 10 of the 60 GIFs" in line and "unit_0001 (key 1)" in line
+    # refused before the model was built: no config, no checkpoint (only the split is recorded)
+    assert not (out / "config.json").exists() and not (out / "last").exists()
+
+
+def test_synthetic_preset_generates_only_when_asked_and_says_what_first(tmp_path, capsys, monkeypatch):
+    """A mistyped --data must not silently start generating 24,000 videos: without --generate it is one line
+    naming the stqa synth command; with it, what will be generated is printed before generation starts."""
+    import stqa.data.synth
+    from stqa.cli import main
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started without --generate")
+
+    typo = tmp_path / "synht24000"
+    monkeypatch.setattr(stqa.data.synth, "generate", no_generation)
+    assert main(["train", "--preset", "synthetic", "--data", str(typo), "--out", str(tmp_path / "run")]) == 2
+    line = _one_error_line(capsys)
+    assert f"--data {typo} does not exist" in line and f"`stqa synth --out {typo} --videos 24000 --seed 0`" in line
+    assert "--generate" in line and not typo.exists()
+    monkeypatch.undo()
+
+    # --generate: the plan (videos, folder, time) comes before the generation; a 30-video set for the test
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"synth_videos": 30, "synth_seed": 5}))
+    argv = ["train", "--preset", "synthetic", "--config", str(small), "--data", str(typo), "--generate", "--dry-run"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    first = captured.err.splitlines()[0]
+    assert first == f"stqa train: generating 30 videos (seed 5) in {typo}, under 2 min", captured.err
+    assert json.loads((typo / "synth.json").read_text())["n_videos"] == 30 and "dry run over" in captured.out
+    assert main(["train", "--data", str(typo), "--dry-run", "--generate"]) == 2  # nothing to generate
+    assert "--generate" in _one_error_line(capsys)

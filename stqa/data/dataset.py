@@ -9,6 +9,9 @@ unpadded, ``t <= num_frames``); all hold data only, never a model:
   - :class:`EncodedClips`: per-video ``[t, 7, 7, C]`` maps held in memory, as the encoding stage
     (:func:`stqa.models.encode.encode_clips`) computed them from frame clips.
 
+The two that read files also say which records they lack (``missing``), so :func:`check_clips` can refuse
+a store or folder missing any clip before a model is built.
+
 Questions are turned into token ids by :func:`encode_question` and packed into padded tensors by
 :func:`pack_questions`, the one packing used by training, evaluation and the Predictor.
 
@@ -69,6 +72,25 @@ def answer_target(record: QARecord, answer_vocab: Vocab | None) -> int:
     return tasks.get(record.task).encode_target(record.answer, answer_vocab)
 
 
+def check_clips(clips, records: Sequence[QARecord]) -> None:
+    """Refuse a clip source (:class:`FeatureClips`, :class:`FrameClips`) that lacks the clip of any of
+    ``records``, before any work: one ``ValueError`` line saying how many GIFs are missing and naming a few."""
+    missing = clips.missing(records)
+    if missing:
+        total = len({r.gif_name for r in records})
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ValueError(f"{clips.source} lacks {len(missing)} of the {total} GIFs this run reads "
+                         f"(e.g. {shown})")
+
+
+def _first_of_each(records: Sequence[QARecord]) -> list[QARecord]:
+    """One record per GIF, in order of first appearance."""
+    seen: dict[str, QARecord] = {}
+    for r in records:
+        seen.setdefault(str(r.gif_name), r)
+    return list(seen.values())
+
+
 class FeatureClips:
     """Clips from an HDF5 feature store (:class:`stqa.data.features.FeatureStore`)."""
 
@@ -78,6 +100,11 @@ class FeatureClips:
         self.store = store
         self.spec = store.spec
         self.num_frames = int(store.spec.num_frames)
+        self.source = f"feature store {store.path}"
+
+    def missing(self, records: Sequence[QARecord]) -> list[str]:
+        """The GIFs of ``records`` the store has no clip for (``name (key k)``, each once)."""
+        return [f"{r.gif_name} (key {r.key})" for r in _first_of_each(records) if r.key not in self.store]
 
     def clip(self, record: QARecord) -> torch.Tensor:
         try:
@@ -125,10 +152,7 @@ class _CachedClips:
         """Compute every distinct video of ``records`` once (with a progress bar)."""
         from stqa.progress import progress
 
-        seen: dict[str, QARecord] = {}
-        for r in records:
-            seen.setdefault(str(r.gif_name), r)
-        for r in progress(list(seen.values()), desc=desc or self.preload_desc, unit="video", leave=False):
+        for r in progress(_first_of_each(records), desc=desc or self.preload_desc, unit="video", leave=False):
             self.clip(r)
 
 
@@ -148,16 +172,27 @@ class FrameClips(_CachedClips):
         self.videos_dir = Path(videos_dir)
         if not self.videos_dir.is_dir():
             raise FileNotFoundError(f"videos directory {self.videos_dir} does not exist")
+        self.source = f"videos directory {self.videos_dir}"
         self.spec = spec
         self.num_frames = int(spec.num_frames)
         self.limits = limits
 
     def path_for(self, record: QARecord) -> Path:
+        path = self._find(record)
+        if path is not None:
+            return path
+        raise FileNotFoundError(f"no video for {record.gif_name!r} in {self.videos_dir} (tried {', '.join(self.EXTENSIONS)})")
+
+    def missing(self, records: Sequence[QARecord]) -> list[str]:
+        """The GIFs of ``records`` with no video file (each once)."""
+        return [str(r.gif_name) for r in _first_of_each(records) if self._find(r) is None]
+
+    def _find(self, record: QARecord) -> Path | None:
         for ext in self.EXTENSIONS:
             path = self.videos_dir / f"{record.gif_name}{ext}"
             if path.exists():
                 return path
-        raise FileNotFoundError(f"no video for {record.gif_name!r} in {self.videos_dir} (tried {', '.join(self.EXTENSIONS)})")
+        return None
 
     def load(self, source) -> torch.Tensor:
         """Decode + sample + transform one video: ``[t, 3, S, S]`` float32."""

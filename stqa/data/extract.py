@@ -9,7 +9,9 @@ thread pool ahead of the backbone. With ``--motion`` a motion backbone (:mod:`st
 maps the 16-frame clip centred on each sampled frame, and its channels follow the appearance channels.
 The run is resumable: keys already in ``--out`` are skipped,
 and a file written with other settings is refused. Videos that cannot be read are listed in
-``<out>.failures.jsonl`` and make the exit status 1; nothing is ever written for them.
+``<out>.failures.jsonl`` and make the exit status 1; nothing is ever written for them. A ``--videos``
+folder holding none of the annotated GIFs is refused before the output file is created. The first line
+says which backbone weights are used (given, or the bundled model's for ``tiny``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from stqa.checkpoint import FeatureSpec
 from stqa.data import tgifqa
 from stqa.data.features import FeatureWriter
-from stqa.models.backbone import BACKBONES, build_backbone
+from stqa.models.backbone import BACKBONES, Backbone, build_backbone
 from stqa.models.motion import MOTION_BACKBONES, MotionBackbone, build_motion_backbone, extract_motion
 from stqa.video.decode import VideoError, VideoLimits, decode_video
 from stqa.video.sampling import POLICIES, sample_indices
@@ -93,11 +95,19 @@ def collect_gifs(annotations: Path, tasks: list[str], splits: tuple[str, ...]) -
     return [GifRef(k, names[k]) for k in sorted(names)], used
 
 
-def find_video(videos: Path, gif_name: str) -> Path:
+def _video_file(videos: Path, gif_name: str) -> Path | None:
+    """``<videos>/<gif_name>`` with the first of :data:`VIDEO_EXTENSIONS` that exists, else None."""
     for ext in VIDEO_EXTENSIONS:
         candidate = videos / f"{gif_name}{ext}"
         if candidate.is_file():
             return candidate
+    return None
+
+
+def find_video(videos: Path, gif_name: str) -> Path:
+    path = _video_file(videos, gif_name)
+    if path is not None:
+        return path
     raise FileNotFoundError(f"no video file for {gif_name!r} in {videos} "
                             f"(looked for {', '.join(gif_name + e for e in VIDEO_EXTENSIONS)})")
 
@@ -157,56 +167,50 @@ def _bundled_backbone(name: str) -> Path | None:
     return BUNDLED_MODEL if config.get("model", {}).get("backbone") == name else None
 
 
+def _backbones(args: argparse.Namespace) -> tuple[Backbone, MotionBackbone | None, str]:
+    """The appearance backbone, the motion backbone (or None) and one line saying which weights each has.
+    Bad options and unreadable weights are one-line errors (``SystemExit``, ``ValueError``, ``OSError``)."""
+    weights, origin = args.weights, "given"
+    if weights is None:
+        weights, origin = _bundled_backbone(args.backbone), "the bundled model's trained backbone"
+    if weights is None:
+        # Random-init features would differ on every run (and across a resumed file): meaningless.
+        raise SystemExit(f"error: --weights PATH is required ({args.backbone} with random weights gives features "
+                         "that are neither meaningful nor reproducible); nothing is downloaded")
+    backbone = build_backbone(args.backbone, weights)
+    said = f"{args.backbone} weights: {weights} ({origin})"
+    if args.motion_weights is not None and args.motion is None:
+        raise SystemExit("error: --motion-weights needs --motion (r2plus1d_18 or c3d)")
+    if args.motion is None:
+        return backbone, None, said
+    if args.motion_weights is None:
+        raise SystemExit(f"error: --motion {args.motion} needs --motion-weights PATH (a local state_dict; "
+                         "nothing is downloaded)")
+    motion = build_motion_backbone(args.motion, args.motion_weights)
+    return backbone, motion, f"{said}; {args.motion} motion weights: {args.motion_weights} (given)"
+
+
 def run(args: argparse.Namespace) -> int:
     from stqa.progress import progress
 
     for name in ("frames", "batch_size", "workers"):
         if getattr(args, name) < 1:
-            print(f"stqa extract: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1")
     if not args.videos.is_dir():
-        print(f"stqa extract: --videos {args.videos} is not a folder", file=sys.stderr)
-        return 2
-    try:
-        refs, used = collect_gifs(args.annotations, args.tasks, SPLIT_CHOICES[args.split])
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"stqa extract: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(f"error: --videos {args.videos} is not a folder")
+    refs, used = collect_gifs(args.annotations, args.tasks, SPLIT_CHOICES[args.split])
     if not used:
         wanted = [tgifqa.annotation_filename(t, s) for t in args.tasks for s in SPLIT_CHOICES[args.split]]
-        print(f"stqa extract: no annotation files in {args.annotations} (looked for {', '.join(wanted)})",
-              file=sys.stderr)
-        return 2
+        raise SystemExit(f"error: no annotation files in {args.annotations} (looked for {', '.join(wanted)})")
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
+    # Before the output file exists: a wrong --videos would otherwise be one failure per GIF and an empty store.
+    absent = {r.key for r in refs if _video_file(args.videos, r.gif_name) is None}
+    if refs and len(absent) == len(refs):
+        raise SystemExit(f"error: none of the {len(refs)} GIFs named in the annotations is in {args.videos}")
 
-    if args.weights is None:
-        args.weights = _bundled_backbone(args.backbone)
-    if args.weights is None:
-        # Random-init features would differ on every run (and across a resumed file): meaningless.
-        print(f"stqa extract: --weights PATH is required ({args.backbone} with random weights gives "
-              f"features that are neither meaningful nor reproducible); nothing is downloaded",
-              file=sys.stderr)
-        return 2
-    try:
-        backbone = build_backbone(args.backbone, args.weights)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"stqa extract: {exc}", file=sys.stderr)
-        return 2
-    motion: MotionBackbone | None = None
-    if args.motion_weights is not None and args.motion is None:
-        print("stqa extract: --motion-weights needs --motion (r2plus1d_18 or c3d)", file=sys.stderr)
-        return 2
-    if args.motion is not None:
-        if args.motion_weights is None:
-            print(f"stqa extract: --motion {args.motion} needs --motion-weights PATH (a local state_dict; "
-                  f"nothing is downloaded)", file=sys.stderr)
-            return 2
-        try:
-            motion = build_motion_backbone(args.motion, args.motion_weights)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"stqa extract: {exc}", file=sys.stderr)
-            return 2
+    backbone, motion, weights_line = _backbones(args)
+    print(f"stqa extract: {weights_line}", file=sys.stderr)
     device = torch.device(args.device)
     backbone = backbone.to(device).eval()
     if motion is not None:
@@ -215,12 +219,8 @@ def run(args: argparse.Namespace) -> int:
     spec = FeatureSpec(backbone=backbone.name, channels=backbone.out_channels + motion_channels,
                        num_frames=args.frames, policy=args.policy, image_size=backbone.input_size,
                        motion_backbone=motion.name if motion is not None else None, motion_channels=motion_channels)
-    try:
-        writer = FeatureWriter(args.out, spec, backbone.weights_hash, dtype="float16" if args.fp16 else "float32",
-                               motion_weights_hash=motion.weights_hash if motion is not None else None)
-    except (ValueError, OSError) as exc:
-        print(f"stqa extract: {exc}", file=sys.stderr)
-        return 2
+    writer = FeatureWriter(args.out, spec, backbone.weights_hash, dtype="float16" if args.fp16 else "float32",
+                           motion_weights_hash=motion.weights_hash if motion is not None else None)
 
     failures_path = Path(f"{args.out}.failures.jsonl")
     limits = VideoLimits()
@@ -229,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
     with writer, open(failures_path, "w", encoding="utf-8") as failures_file:
         done = writer.done_keys()
         todo = [r for r in refs if r.key not in done]
+        missing = sum(r.key in absent for r in todo)
         print(f"stqa extract: {len(refs)} GIFs from {', '.join(used)}; {len(refs) - len(todo)} already in "
-              f"{args.out}, {len(todo)} to do", file=sys.stderr)
+              f"{args.out}, {len(todo)} to do" + (f" ({missing} without a video in {args.videos})" if missing else ""),
+              file=sys.stderr)
 
         def prepare(ref: GifRef) -> Prepared:
             return _prepare(ref, args.videos, args.frames, args.policy, backbone.input_size, limits,
@@ -284,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"stqa extract: wrote {written} GIFs to {args.out} ({streams}, C={spec.channels}, T={args.frames}, "
           f"{'float16' if args.fp16 else 'float32'})", file=sys.stderr)
     if failures:
-        print(f"stqa extract: {failures} GIFs failed; see {failures_path}", file=sys.stderr)
+        print(f"stqa extract: {failures} GIFs failed ({missing} without a video in {args.videos}); see "
+              f"{failures_path}", file=sys.stderr)
         return 1
     if failures_path.exists() and os.path.getsize(failures_path) == 0:
         failures_path.unlink()

@@ -184,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="scale the video LSTM's input channels by a sigmoid gate computed from the question, so it follows "
            "what the question asks about (not in ST-VQA; needs variant sp or sptp)")
     a("--resume", action="store_true", help="continue from OUT/last")
+    a("--generate", action="store_true",
+      help="with --preset synthetic: generate its set in --data first if it is not there (24,000 videos, "
+           "minutes); without this flag a missing --data is an error that names the stqa synth command")
     a("--dry-run", action="store_true",
       help="build the split (test GIFs dropped) and the vocabularies, print a per-task summary, train nothing; "
            "needs only --data (with --out, split.json and vocab.json are written there)")

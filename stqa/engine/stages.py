@@ -16,7 +16,14 @@ import torch
 from stqa import __version__, tasks
 from stqa.checkpoint import FeatureSpec, encode_key_set, is_checkpoint, load_checkpoint, save_checkpoint
 from stqa.data import tgifqa
-from stqa.data.dataset import FeatureClips, FrameClips, QADataset, make_step_batch, training_schedule
+from stqa.data.dataset import (
+    FeatureClips,
+    FrameClips,
+    QADataset,
+    check_clips,
+    make_step_batch,
+    training_schedule,
+)
 from stqa.engine.config import TrainConfig
 from stqa.engine.split import RunSplit, build_split, split_for_run, summary_lines
 from stqa.inference import model_from_checkpoint
@@ -34,32 +41,48 @@ def seed_everything(seed: int) -> None:
 
 
 # -- data --------------------------------------------------------------------------------------------
-def ensure_synthetic(cfg: TrainConfig) -> None:
-    """The synthetic preset generates its benchmark on first use."""
+def ensure_synthetic(cfg: TrainConfig, generate_missing: bool = False) -> None:
+    """The synthetic preset's benchmark in ``--data``: used when there (and of this stqa's format), generated
+    first when absent only if asked (``--generate``), so a mistyped ``--data`` is an error naming the command
+    that generates the set rather than the silent start of a long generation."""
     if not cfg.synth_videos:
+        if generate_missing:
+            raise SystemExit("error: --generate generates the synthetic preset's set (--preset synthetic); "
+                             "this run has none to generate")
         return
     # The renderer is only needed by the synthetic preset; keep it out of every other run's start-up.
-    from stqa.data.synth import generate, read_meta
+    from stqa.data.synth import generate, plan, read_meta, synth_command
 
-    data = Path(cfg.data)
+    data, n_videos, seed = Path(cfg.data), int(cfg.synth_videos), int(cfg.synth_seed)
     if not any(data.glob("Train_*_question.csv")):
-        print(f"generating the synthetic benchmark in {data} ({cfg.synth_videos} videos)", file=sys.stderr)
-        generate(data, int(cfg.synth_videos), int(cfg.synth_seed))
+        if not generate_missing:
+            state = "holds no Train_*_question.csv file" if data.is_dir() else "does not exist"
+            raise SystemExit(f"error: --data {data} {state}; generate the synthetic set with "
+                             f"`{synth_command(data, n_videos, seed)}`, or add --generate to do it here")
+        print(f"stqa train: {plan(data, n_videos, seed)}", file=sys.stderr)
+        generate(data, n_videos, seed, progress=sys.stderr.isatty())
         return
     try:
         read_meta(data)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}; move it away so the preset generates a new set there") from err
+        raise SystemExit(f"error: {err}; move it away, and --generate generates a new set there") from err
 
 
 def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
     """The run's tasks from ``--task``: a name or comma-separated list as given, or for ``all`` every
-    task whose annotation file for ``split`` exists in ``data``."""
-    if task.strip() != "all":
-        return list(tasks.parse_task_list(task))
-    present = [t for t in tasks.TASK_NAMES if (Path(data) / tgifqa.annotation_filename(t, split)).is_file()]
-    if not present:
-        raise SystemExit(f"error: no {split} annotation files for any task in {data}")
+    task whose annotation file for ``split`` exists in ``data``. Checked up front: a missing folder or
+    file is one line naming every missing file and the folder."""
+    data = Path(data)
+    if not data.is_dir():
+        raise SystemExit(f"error: --data {data} {'is not a folder' if data.exists() else 'does not exist'}")
+    every = task.strip() == "all"
+    wanted = tasks.TASK_NAMES if every else tasks.parse_task_list(task)
+    present = [t for t in wanted if t in tgifqa.available_tasks(data, split)]
+    missing = [tgifqa.annotation_filename(t, split) for t in wanted if t not in present]
+    if every and not present:
+        raise SystemExit(f"error: {data} holds no {split} annotation file (looked for {', '.join(missing)})")
+    if not every and missing:
+        raise SystemExit(f"error: {data} lacks {', '.join(missing)} (--task {task})")
     return present
 
 
@@ -89,13 +112,17 @@ def frame_spec(cfg: TrainConfig) -> FeatureSpec:
                        policy=cfg.policy, image_size=int(cfg.image_size))
 
 
-def make_clips(cfg: TrainConfig, spec: FeatureSpec | None = None):
-    """The clip source for the config: a feature store or decoded videos."""
+def make_clips(cfg: TrainConfig, records: list[tgifqa.QARecord], spec: FeatureSpec | None = None):
+    """The clip source for the config (a feature store or decoded videos), checked to hold a clip for
+    every one of ``records`` before anything is built or trained."""
     if cfg.features:
         from stqa.data.features import FeatureStore  # h5py: only for feature-store runs
 
-        return FeatureClips(FeatureStore(cfg.features))
-    return FrameClips(cfg.videos, spec)
+        clips = FeatureClips(FeatureStore(cfg.features))
+    else:
+        clips = FrameClips(cfg.videos, spec)
+    check_clips(clips, records)
+    return clips
 
 
 def load_glove(path: str, vocab, dim: int) -> torch.Tensor:
@@ -397,11 +424,12 @@ def save_checkpoints(cfg: TrainConfig, out: Path, last_dir: Path, model: STVQA, 
 VOCAB_FILE = "vocab.json"
 
 
-def dry_run(cfg: TrainConfig) -> int:
+def dry_run(cfg: TrainConfig, generate_missing: bool = False) -> int:
     """``stqa train --dry-run``: build the split and the vocabularies, print a per-task summary, train
     nothing. With ``--out`` the split (``split.json``, which a later run there reuses) and the
-    vocabularies (``vocab.json``) are written; without, only printed."""
-    ensure_synthetic(cfg)
+    vocabularies (``vocab.json``) are written; without, only printed. ``generate_missing``: as
+    :func:`ensure_synthetic`."""
+    ensure_synthetic(cfg, generate_missing)
     names = task_list(cfg.task, cfg.data)
     out = Path(cfg.out) if cfg.out else None
     if out is not None and is_checkpoint(out / "last"):

@@ -38,26 +38,30 @@ __all__ = ["add_arguments", "run", "train"]
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``stqa train``."""
     cfg = resolve_config(args)
+    generate = bool(getattr(args, "generate", False))
     if getattr(args, "dry_run", False):
         if getattr(args, "resume", False):
             raise SystemExit("error: --dry-run and --resume do not go together")
-        return stages.dry_run(cfg)
+        return stages.dry_run(cfg, generate)
     rank, world, device = comm.init_distributed(cfg.device)
     try:
-        return train(cfg, bool(getattr(args, "resume", False)), rank, world, device)
+        return train(cfg, bool(getattr(args, "resume", False)), rank, world, device, generate)
     finally:
         comm.shutdown(world)
 
 
-def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> int:
-    """One training run (or its continuation with ``resume``) on this rank."""
+def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device,
+          generate: bool = False) -> int:
+    """One training run (or its continuation with ``resume``) on this rank; ``generate``: the synthetic
+    preset's set is generated first when absent (:func:`stqa.engine.stages.ensure_synthetic`)."""
     out = Path(cfg.out)
     if rank == 0:
-        stages.ensure_synthetic(cfg)
+        stages.ensure_synthetic(cfg, generate)
     comm.barrier(world)
     names = stages.task_list(cfg.task, cfg.data)
     last_dir = stages.check_run_dir(out, resume)
     split = stages.split_records(cfg, names, out, rank)
+    items = [r for t in names for r in split.train[t] + split.val[t]]  # every QA item the run reads a clip for
 
     # The model: continued from last/, or built (and its backbone pretrained) from the data.
     stages.seed_everything(cfg.seed)
@@ -65,18 +69,18 @@ def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
     pretraining = None
     if resume:
         ckpt, model, word_vocab, answer_vocab, spec = stages.resume_model(last_dir, names, device)
-        clips = stages.make_clips(cfg, spec)
+        clips = stages.make_clips(cfg, items, spec)
         pretraining = ckpt.config.get("backbone_pretraining")
     else:
         word_vocab, answer_vocab = stages.build_vocabularies(split.train)
         if cfg.features:
-            clips = stages.make_clips(cfg)
+            clips = stages.make_clips(cfg, items)
             spec = clips.spec
             if cfg.recipe:
                 recipe.check_store(spec, cfg.features, names[0])
         else:
             spec = stages.frame_spec(cfg)
-            clips = stages.make_clips(cfg, spec)
+            clips = stages.make_clips(cfg, items, spec)
         model = stages.build_model(cfg, names, word_vocab, answer_vocab, spec, device)
         if cfg.pretrain_steps:
             pretraining = stages.pretrain(cfg, model, split.train, out, rank, world, device)
@@ -96,7 +100,7 @@ def train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.d
             f" (train/val) on {device} x{world}; {sum(p.numel() for p in model.parameters()):,} parameters",
             file=sys.stderr,
         )
-    clips = stages.prepare_clips(cfg, model, clips, [r for t in names for r in split.train[t] + split.val[t]], device)
+    clips = stages.prepare_clips(cfg, model, clips, items, device)
     train_sets = {t: ds.with_clips(clips) for t, ds in train_sets.items()}
     val_sets = {t: ds.with_clips(clips) for t, ds in val_sets.items()}
 

@@ -21,7 +21,7 @@ from stqa.checkpoint import (
     load_checkpoint,
 )
 from stqa.data import tgifqa
-from stqa.data.dataset import FeatureClips, FrameClips, QADataset
+from stqa.data.dataset import FeatureClips, FrameClips, QADataset, check_clips
 from stqa.evaluation.evaluator import evaluate_datasets
 from stqa.inference import model_from_checkpoint
 from stqa.metrics import score_task
@@ -240,13 +240,13 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
             )
         clips = FrameClips(args.videos or data / "gifs", spec)
 
-    warning = training_overlap_warning(ckpt.config, {r.gif_name for t in names for r in tgifqa.load(data, t, args.split)})
+    records = {t: tgifqa.load(data, t, args.split) for t in names}
+    check_clips(clips, [r for t in names for r in records[t]])
+    warning = training_overlap_warning(ckpt.config, {r.gif_name for t in names for r in records[t]})
     if warning and rank == 0:
         print(f"warning: {warning}", file=sys.stderr)
-    datasets = {}
-    for t in names:
-        records = tgifqa.load(data, t, args.split)
-        datasets[t] = QADataset(records, t, word_vocab, answer_vocab, clips, int(ckpt.config.get("max_question_len", 35)))
+    max_len = int(ckpt.config.get("max_question_len", 35))
+    datasets = {t: QADataset(records[t], t, word_vocab, answer_vocab, clips, max_len) for t in names}
     overlap = training_overlap(ckpt.config, datasets)
     if rank == 0:
         print(overlap["message"], file=sys.stderr)

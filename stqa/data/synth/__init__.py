@@ -23,7 +23,15 @@ torch or the compiled extension (tests/test_synth.py checks the imports).
 from __future__ import annotations
 
 from stqa.data.synth.cli import add_arguments, run
-from stqa.data.synth.generate import SPLITS, config_from_meta, generate, read_meta, test_indices
+from stqa.data.synth.generate import (
+    SPLITS,
+    config_from_meta,
+    generate,
+    plan,
+    read_meta,
+    synth_command,
+    test_indices,
+)
 from stqa.data.synth.render import (
     BACKGROUND_RGB,
     BAR_RGB,
@@ -79,6 +87,6 @@ __all__ = [
     "SEGMENTS_PER_OBJECT", "SHAPES", "SHAPE_PLURAL", "SHAPE_SHOWN_ACTIONS", "SPLITS", "TAIL_MIN", "VERB_3S",
     "VERB_ING", "ZONES", "ZONE_NAMES", "Question", "Scene", "SceneObject", "Segment", "SynthConfig",
     "active_action", "add_arguments", "config_from_meta", "frame_labels", "generate", "gif_name_for", "test_indices",
-    "object_state", "parse_gif_name", "read_meta", "render_frame", "render_frames", "run", "sample_video",
-    "write_gif",
+    "object_state", "parse_gif_name", "plan", "read_meta", "render_frame", "render_frames", "run", "sample_video",
+    "synth_command", "write_gif",
 ]

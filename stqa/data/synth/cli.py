@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from stqa.data.leakage import run_check
-from stqa.data.synth.generate import generate
+from stqa.data.synth.generate import generate, plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         print("stqa synth: --out DIR is required (or --check DIR)", file=sys.stderr)
         return 2
+    print(f"stqa synth: {plan(args.out, args.videos, args.seed, write_gifs=not args.no_gifs)}", file=sys.stderr)
     try:
         meta = generate(
             args.out,

@@ -27,6 +27,22 @@ from stqa.tasks import TASK_NAMES
 from stqa.tasks import get as get_task
 
 SPLITS: tuple[str, ...] = ("train", "test")  # the splits a set has (tgifqa's names); every video is in one
+# Rendering and GIF encoding, one core: 2,000 videos took 30-50 s on the 2-core VM (docs/synthetic.md).
+SECONDS_PER_VIDEO = 0.02
+
+
+def plan(out_dir: str | Path, n_videos: int, seed: int, write_gifs: bool = True) -> str:
+    """What :func:`generate` is about to do, in one line: how many videos, where, and roughly how long
+    (printed before it starts, since a large set takes minutes)."""
+    what = f"{n_videos:,} videos" if write_gifs else f"the questions of {n_videos:,} videos (no GIFs)"
+    seconds = n_videos * SECONDS_PER_VIDEO if write_gifs else 0.0
+    took = f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min"
+    return f"generating {what} (seed {seed}) in {out_dir}, {took}"
+
+
+def synth_command(out_dir: str | Path, n_videos: int, seed: int) -> str:
+    """The ``stqa synth`` command line that generates this set."""
+    return f"stqa synth --out {out_dir} --videos {n_videos} --seed {seed}"
 
 
 def test_indices(seed: int, n_videos: int, test_fraction: float) -> set[int]:
