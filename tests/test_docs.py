@@ -447,8 +447,9 @@ def test_data_workflow(workdir: Path, features: Path, capsys):
     assert set(FeatureStore(features).keys()) == keys
     for doc in ("README.md", "docs/synthetic.md"):
         with inside(workdir):
-            # 1 = a task failed the leakage threshold: on a dozen videos that is noise, not a broken command
-            out, _ = run(documented(doc, "stqa synth --check data/synth"), capsys, statuses=(0, 1))
+            # On a dozen videos the verdict is mostly 3 (INCONCLUSIVE: an interval straddles a threshold); 1 (a
+            # task failed) would be a lucky draw of a few questions: neither means a broken command
+            out, _ = run(documented(doc, "stqa synth --check data/synth"), capsys, statuses=(0, 1, 3))
         assert "text-only" in out and "checked:" in out, out[-2000:]
 
 
