@@ -282,3 +282,16 @@ def test_synthetic_preset_generates_only_when_asked_and_says_what_first(tmp_path
     assert json.loads((typo / "synth.json").read_text())["n_videos"] == 30 and "dry run over" in captured.out
     assert main(["train", "--data", str(typo), "--dry-run", "--generate"]) == 2  # nothing to generate
     assert "--generate" in _one_error_line(capsys)
+
+
+def test_a_preset_s_videos_folder_follows_another_data_folder(tmp_path):
+    """`--preset synthetic --data OTHER` reads OTHER's videos, never the preset's own set's."""
+    from stqa.engine.config import resolve_config
+
+    other, mine = tmp_path / "synth-other", tmp_path / "my-gifs"
+    config = resolve_config(train_args(preset="synthetic", data=other, dry_run=True))
+    assert Path(config.videos) == other / "gifs"
+    default = resolve_config(train_args(preset="synthetic", dry_run=True))
+    assert (default.data, default.videos) == ("data/synth24000", "data/synth24000/gifs")
+    given = resolve_config(train_args(preset="synthetic", data=other, videos=mine, dry_run=True))
+    assert Path(given.videos) == mine

@@ -229,12 +229,17 @@ def _read_config_file(path: str) -> dict:
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults < preset < config file < explicit flags, validated (for a dry run with ``--dry-run``)."""
     values: dict = {}
-    if getattr(args, "preset", None):
-        values.update(PRESETS[args.preset])
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else {}
+    values.update(preset)
     if getattr(args, "config", None):
         values.update(_read_config_file(args.config))
     for key in OPTIONS:
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
+    # A preset's videos folder lies inside its data folder: another --data brings its own videos along
+    # (unless the videos were given too), so `--preset synthetic --data other` never mixes two sets.
+    if preset.get("videos") and values.get("videos") == preset["videos"] and values.get("data") != preset["data"]:
+        inside = Path(preset["videos"]).relative_to(preset["data"])
+        values["videos"] = str(Path(values["data"]) / inside)
     return TrainConfig(**values).validate(dry_run=bool(getattr(args, "dry_run", False)))
