@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from stqa import tasks
-from stqa.data.tgifqa import QARecord, Vocab, clip_text, tokenize
+from stqa.data.tgifqa import QARecord, Vocab, clip_text, find_video_file, tokenize, video_file
 from stqa.video.transforms import pad_clip
 
 MAX_QUESTION_LEN = 35  # the official max_sequence_length (longest TGIF-QA question: 31 tokens)
@@ -157,7 +157,8 @@ class _CachedClips:
 
 
 class FrameClips(_CachedClips):
-    """Clips decoded from video files ``<videos_dir>/<gif_name>.gif`` (or ``.mp4``/... if present).
+    """Clips decoded from video files ``<videos_dir>/<gif_name>.gif`` (or another of
+    :data:`stqa.data.tgifqa.VIDEO_EXTENSIONS`).
 
     ``spec`` is the model's :class:`~stqa.data.features.FeatureSpec` (num_frames, policy, image_size).
     Thread-safe; decoded clips are cached (float16) so every epoch after the first skips decoding.
@@ -165,7 +166,6 @@ class FrameClips(_CachedClips):
 
     kind = "frames"
     preload_desc = "decoding"
-    EXTENSIONS = (".gif", ".mp4", ".webm", ".avi", ".mov", ".mkv")
 
     def __init__(self, videos_dir: str | Path, spec, limits=None, cache: bool = True) -> None:
         super().__init__(cache)
@@ -178,21 +178,11 @@ class FrameClips(_CachedClips):
         self.limits = limits
 
     def path_for(self, record: QARecord) -> Path:
-        path = self._find(record)
-        if path is not None:
-            return path
-        raise FileNotFoundError(f"no video for {record.gif_name!r} in {self.videos_dir} (tried {', '.join(self.EXTENSIONS)})")
+        return find_video_file(self.videos_dir, record.gif_name)
 
     def missing(self, records: Sequence[QARecord]) -> list[str]:
         """The GIFs of ``records`` with no video file (each once)."""
-        return [str(r.gif_name) for r in _first_of_each(records) if self._find(r) is None]
-
-    def _find(self, record: QARecord) -> Path | None:
-        for ext in self.EXTENSIONS:
-            path = self.videos_dir / f"{record.gif_name}{ext}"
-            if path.exists():
-                return path
-        return None
+        return [str(r.gif_name) for r in _first_of_each(records) if video_file(self.videos_dir, r.gif_name) is None]
 
     def load(self, source) -> torch.Tensor:
         """Decode + sample + transform one video: ``[t, 3, S, S]`` float32."""

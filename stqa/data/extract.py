@@ -33,11 +33,11 @@ from stqa.data import tgifqa
 from stqa.data.features import FeatureWriter
 from stqa.models.backbone import BACKBONES, Backbone, build_backbone
 from stqa.models.motion import MOTION_BACKBONES, MotionBackbone, build_motion_backbone, extract_motion
+from stqa.progress import progress
 from stqa.video.decode import VideoError, VideoLimits, decode_video
 from stqa.video.sampling import POLICIES, sample_indices
 from stqa.video.transforms import frames_to_tensor
 
-VIDEO_EXTENSIONS: tuple[str, ...] = (".gif", ".mp4", ".webm", ".avi", ".mkv", ".mov")
 SPLIT_CHOICES = {"test": ("test",), "train": ("train",), "all": ("train", "test")}
 
 
@@ -95,23 +95,6 @@ def collect_gifs(annotations: Path, tasks: list[str], splits: tuple[str, ...]) -
     return [GifRef(k, names[k]) for k in sorted(names)], used
 
 
-def _video_file(videos: Path, gif_name: str) -> Path | None:
-    """``<videos>/<gif_name>`` with the first of :data:`VIDEO_EXTENSIONS` that exists, else None."""
-    for ext in VIDEO_EXTENSIONS:
-        candidate = videos / f"{gif_name}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def find_video(videos: Path, gif_name: str) -> Path:
-    path = _video_file(videos, gif_name)
-    if path is not None:
-        return path
-    raise FileNotFoundError(f"no video file for {gif_name!r} in {videos} "
-                            f"(looked for {', '.join(gif_name + e for e in VIDEO_EXTENSIONS)})")
-
-
 @dataclass
 class Prepared:
     ref: GifRef
@@ -128,7 +111,7 @@ def _prepare(ref: GifRef, videos: Path, num_frames: int, policy: str, size: int,
     training on frames and the server do). With ``motion`` every frame is kept, since each sampled frame's
     clip needs its neighbours; the sampled ones are then picked with the same rule (``sample_indices``)."""
     try:
-        path = find_video(videos, ref.gif_name)
+        path = tgifqa.find_video_file(videos, ref.gif_name)
         if not motion:
             video = decode_video(path, num_frames, limits=limits, policy=policy, shrink_to=size)
             return Prepared(ref, frames_to_tensor(video.frames, size), video.n_frames, video.indices)
@@ -191,8 +174,6 @@ def _backbones(args: argparse.Namespace) -> tuple[Backbone, MotionBackbone | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from stqa.progress import progress
-
     for name in ("frames", "batch_size", "workers"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1")
@@ -205,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
     # Before the output file exists: a wrong --videos would otherwise be one failure per GIF and an empty store.
-    absent = {r.key for r in refs if _video_file(args.videos, r.gif_name) is None}
+    absent = {r.key for r in refs if tgifqa.video_file(args.videos, r.gif_name) is None}
     if refs and len(absent) == len(refs):
         raise SystemExit(f"error: none of the {len(refs)} GIFs named in the annotations is in {args.videos}")
 

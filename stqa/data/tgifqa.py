@@ -96,6 +96,28 @@ def annotation_filename(task: str, split: str) -> str:
     return f"{split_prefix(split)}_{task}_question.csv"
 
 
+#: The file endings a video named in the annotations may have in a videos folder, looked for in this order.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".gif", ".mp4", ".webm", ".avi", ".mkv", ".mov")
+
+
+def video_file(videos_dir: str | os.PathLike, gif_name: str) -> Path | None:
+    """``<videos_dir>/<gif_name><ext>`` for the first of :data:`VIDEO_EXTENSIONS` that exists, else None."""
+    for ext in VIDEO_EXTENSIONS:
+        path = Path(videos_dir) / f"{gif_name}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def find_video_file(videos_dir: str | os.PathLike, gif_name: str) -> Path:
+    """:func:`video_file`, or FileNotFoundError naming the folder and what was looked for."""
+    path = video_file(videos_dir, gif_name)
+    if path is None:
+        raise FileNotFoundError(f"no video file for {gif_name!r} in {os.fspath(videos_dir)} "
+                                f"(looked for {', '.join(gif_name + e for e in VIDEO_EXTENSIONS)})")
+    return path
+
+
 def available_tasks(root: str | os.PathLike, split: str) -> tuple[str, ...]:
     """The tasks whose annotation file for ``split`` exists in ``root``, in the registry's order."""
     return tuple(task for task in TASKS if (Path(root) / annotation_filename(task, split)).is_file())
