@@ -23,7 +23,8 @@ import numpy as np
 #: Candidates of a multiple-choice question (TGIF-QA's Action and Transition: always five).
 NUM_CANDIDATES = 5
 #: Official count range: labels are clipped to it (0 is mapped to 1, tgif-qa issue #12), and a raw
-#: regression value is rounded half-to-even into it.
+#: regression value is rounded half-to-even into it. COUNT_MAX is also the annotation format's largest
+#: answer: 10 means "10 or more" (questions say "10 or more than 10 times"); the real files hold {0, 2..10}.
 COUNT_MIN, COUNT_MAX = 1, 10
 #: Answer-vocabulary entries that are never an answer.
 RESERVED_WORDS = 2  # <pad>, <unk>

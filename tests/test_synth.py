@@ -284,6 +284,10 @@ def test_cli_generates_and_rejects_bad_parameters(tmp_path, capsys):
     assert cli_main(["synth", "--out", str(tmp_path / "bad"), "--videos", "3", "--max-frames", "30"]) == 2
     assert "max_frames" in capsys.readouterr().err
     assert cli_main(["synth", "--out", str(tmp_path / "bad"), "--videos", "1"]) == 2
+    assert "generating" not in capsys.readouterr().err  # refused before anything is announced
+    # counts above TGIF-QA's range would make a set the loader refuses
+    assert cli_main(["synth", "--out", str(tmp_path / "bad"), "--videos", "3", "--max-count", "11"]) == 2
+    assert "max_count must be in 2..10" in capsys.readouterr().err
     assert cli_main(["synth", "--videos", "3"]) == 2
     with pytest.raises(ValueError, match="size"):
         synth.generate(tmp_path / "bad", 4, 0, size=200)

@@ -24,15 +24,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stqa.tasks import TASK_NAMES
+from stqa.tasks import COUNT_MAX, TASK_NAMES
 from stqa.tasks import get as get_task
 
 TASKS: tuple[str, ...] = TASK_NAMES  # the registry's (stqa.tasks); kept here for the data layer's callers
 SPLITS: tuple[str, ...] = ("train", "test", "total")
 FRAMEQA_TYPES: tuple[str, ...] = ("object", "number", "color", "location")  # `type` column 0..3
-# Count answers: the format's range. 10 means "10 or more" (questions say "10 or more than 10 times"), the
-# official scoring clips predictions to 1..10, and the real files hold exactly {0, 2, ..., 10}.
-COUNT_MAX = 10
 KEY_MAX = 2**63 - 1  # a GIF id; it becomes an int64 tensor value and a feature-file key
 
 
@@ -280,7 +277,7 @@ def _parse_row(task: str, f: dict[str, str], where: str) -> QARecord:
         candidates = tuple(f[f"a{i}"] for i in range(1, spec.num_candidates + 1))
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer, candidates)
     if spec.target == "count":
-        answer = _int_field(f, "answer", where, COUNT_MAX, "count answer")
+        answer = _int_field(f, "answer", where, COUNT_MAX, "count answer")  # 0..COUNT_MAX: the format's range
         return QARecord(task, f["vid_id"], key, f["gif_name"], f["question"], answer)
     type_index = _int_field(f, "type", where, len(FRAMEQA_TYPES) - 1, "FrameQA type")
     if not f["answer"].strip():

@@ -51,7 +51,7 @@ def ensure_synthetic(cfg: TrainConfig, generate_missing: bool = False) -> None:
                              "this run has none to generate")
         return
     # The renderer is only needed by the synthetic preset; keep it out of every other run's start-up.
-    from stqa.data.synth import generate, plan, read_meta, synth_command
+    from stqa.data.synth import generate, read_meta, synth_command
 
     data, n_videos, seed = Path(cfg.data), int(cfg.synth_videos), int(cfg.synth_seed)
     if not any(data.glob("Train_*_question.csv")):
@@ -59,8 +59,8 @@ def ensure_synthetic(cfg: TrainConfig, generate_missing: bool = False) -> None:
             state = "holds no Train_*_question.csv file" if data.is_dir() else "does not exist"
             raise SystemExit(f"error: --data {data} {state}; generate the synthetic set with "
                              f"`{synth_command(data, n_videos, seed)}`, or add --generate to do it here")
-        print(f"stqa train: {plan(data, n_videos, seed)}", file=sys.stderr)
-        generate(data, n_videos, seed, progress=sys.stderr.isatty())
+        generate(data, n_videos, seed, progress=sys.stderr.isatty(),
+                 announce=lambda line: print(f"stqa train: {line}", file=sys.stderr))
         return
     try:
         read_meta(data)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from stqa.data.leakage import run_check
-from stqa.data.synth.generate import generate, plan
+from stqa.data.synth.generate import generate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=112, help="frame width = height in pixels, 64..112")
     parser.add_argument("--min-frames", type=int, default=16)
     parser.add_argument("--max-frames", type=int, default=48)
-    parser.add_argument("--max-count", type=int, default=6, help="largest repetition count asked about")
+    parser.add_argument("--max-count", type=int, default=6,
+                        help="largest repetition count asked about, 2..10 (TGIF-QA's count range; default 6)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of videos in Test")
     parser.add_argument(
         "--no-gifs", action="store_true", help="write the annotations only (for leakage studies on many videos)"
@@ -40,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         print("stqa synth: --out DIR is required (or --check DIR)", file=sys.stderr)
         return 2
-    print(f"stqa synth: {plan(args.out, args.videos, args.seed, write_gifs=not args.no_gifs)}", file=sys.stderr)
     try:
         meta = generate(
             args.out,
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             write_gifs=not args.no_gifs,
             progress=sys.stderr.isatty(),
+            announce=lambda line: print(f"stqa synth: {line}", file=sys.stderr),
         )
     except ValueError as e:
         print(f"stqa synth: {e}", file=sys.stderr)

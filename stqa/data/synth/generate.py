@@ -4,6 +4,7 @@ and ``synth.json``, which records how the set was made; reading ``synth.json`` b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,14 @@ def generate(
     test_fraction: float = 0.2,
     write_gifs: bool = True,
     progress: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> dict:
     """Render ``n_videos`` GIFs and write the TGIF-QA annotation files into ``out_dir``.
 
     Deterministic: the same arguments give byte-identical files. ``write_gifs=False`` writes only the
-    annotations (same questions and answers; useful for leakage checks on many videos). Returns the
-    contents of ``synth.json``.
+    annotations (same questions and answers; useful for leakage checks on many videos). Once the arguments
+    are checked, ``announce`` gets the :func:`plan` line (a large set takes minutes). Returns the contents
+    of ``synth.json``.
     """
     cfg = SynthConfig(size, min_frames, max_frames, max_count, test_fraction)
     cfg.validate()
@@ -89,6 +92,8 @@ def generate(
             raise ValueError(
                 f"{gif_dir} holds {len(stale)} GIF(s) of another run (e.g. {stale[0]}); use an empty or new --out"
             )
+    if announce is not None:
+        announce(plan(out, n_videos, seed, write_gifs))
     if write_gifs:
         gif_dir.mkdir(exist_ok=True)
 

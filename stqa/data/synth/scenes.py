@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stqa.data.tgifqa import FRAMEQA_TYPES
-from stqa.tasks import NUM_CANDIDATES
+from stqa.tasks import COUNT_MAX, NUM_CANDIDATES
 
 ACTIONS: tuple[str, ...] = ("jump", "blink", "grow", "shrink", "shake", "flash")
 VERB_3S: dict[str, str] = {a: a + ("es" if a.endswith("sh") else "s") for a in ACTIONS}
@@ -79,8 +79,9 @@ class SynthConfig:
                 f"max_frames ({self.max_frames}) may not exceed size ({self.size}): the progress bar must grow "
                 "by at least one pixel per frame so that no two frames are identical"
             )
-        if self.max_count < 2:
-            raise ValueError(f"max_count must be >= 2, got {self.max_count}")
+        if not 2 <= self.max_count <= COUNT_MAX:
+            # Above COUNT_MAX a count answer is outside the TGIF-QA format: the loader would refuse the set.
+            raise ValueError(f"max_count must be in 2..{COUNT_MAX} (TGIF-QA's count range), got {self.max_count}")
         need = _min_rep_budget(self.max_count)
         if self.rep_budget < need:
             min_frames_needed = need * REP_FRAMES + LEAD_MAX + GAP_MAX * 2 + GLIDE_FRAMES + TAIL_MIN
