@@ -77,7 +77,8 @@ def task_list(task: str, data: str | Path, split: str = "train") -> list[str]:
         raise SystemExit(f"error: --data {data} {'is not a folder' if data.exists() else 'does not exist'}")
     every = task.strip() == "all"
     wanted = tasks.TASK_NAMES if every else tasks.parse_task_list(task)
-    present = [t for t in wanted if t in tgifqa.available_tasks(data, split)]
+    available = tgifqa.available_tasks(data, split)
+    present = [t for t in wanted if t in available]
     missing = [tgifqa.annotation_filename(t, split) for t in wanted if t not in present]
     if every and not present:
         raise SystemExit(f"error: {data} holds no {split} annotation file (looked for {', '.join(missing)})")

@@ -63,7 +63,9 @@ def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) ->
         return {"checked": False, "overlap": {},
                 "message": f"note: the checkpoint's record of its training GIFs is unreadable ({err}); "
                            "whether they overlap the scored GIFs could not be checked"}
-    overlap = {t: len({r.key for r in ds.records if _may_be_seen(r.gif_name, checkpoint_config)} & seen)
+    synthetic = (checkpoint_config.get("training_data") or {}).get("synthetic")
+    trained_seed = int(synthetic["seed"]) if synthetic else None
+    overlap = {t: len({r.key for r in ds.records if _may_be_seen(r.gif_name, trained_seed)} & seen)
                for t, ds in datasets.items()}
     hit = {t: n for t, n in overlap.items() if n}
     if not hit:
@@ -75,20 +77,20 @@ def training_overlap(checkpoint_config: dict, datasets: dict[str, QADataset]) ->
                        "scored GIFs); these numbers are not test numbers"}
 
 
-def _may_be_seen(gif_name: str, checkpoint_config: dict) -> bool:
+def _may_be_seen(gif_name: str, trained_seed: int | None) -> bool:
     """Whether a scored GIF can be one the checkpoint saw, as far as its name tells. A synthetic set's key is
-    its video index + 1 whatever the seed, so for a checkpoint trained on synthetic seed S a key match is
-    the same video only when the name is ``synth<S>_...``; any other name is judged by its key alone."""
+    its video index + 1 whatever the seed, so for a checkpoint trained on synthetic seed S (``trained_seed``)
+    a key match is the same video only when the name is ``synth<S>_...``; any other name, or a checkpoint
+    not trained on a synthetic set, is judged by the key alone."""
     from stqa.data import synth  # torch-free
 
-    trained = (checkpoint_config.get("training_data") or {}).get("synthetic")
-    if not trained:
+    if trained_seed is None:
         return True
     try:
         seed, _ = synth.parse_gif_name(gif_name)
     except ValueError:
         return True
-    return seed == int(trained["seed"])
+    return seed == trained_seed
 
 
 # -- FrameQA beside published numbers -----------------------------------------------------------------
@@ -269,9 +271,10 @@ def _evaluate(args: argparse.Namespace, rank: int, world: int, device) -> int:
         return 0
     payload = dict(result["metrics"])
     open_ended = [t for t in names if tasks.get(t).target == "answer_word" and t in payload]
-    for t in open_ended if answer_vocab is not None else ():
-        payload[t] = dict(payload[t], answer_set=answer_set_numbers(
-            datasets[t].records, result["predictions"][t], answer_vocab))
+    if answer_vocab is not None:
+        for t in open_ended:
+            payload[t] = dict(payload[t], answer_set=answer_set_numbers(
+                datasets[t].records, result["predictions"][t], answer_vocab))
     if "baselines" in metrics:
         payload["baselines"] = metrics["baselines"]
     if args.out:

@@ -283,9 +283,8 @@ def _decode_pass(run: _Run, keep) -> _Pass:
                 raise CorruptVideo(f"{label}: no video stream (container {fmt!r})")
             stream = container.streams.video[0]
             declared_frames = int(stream.frames or 0)
-            if "gif" in fmt.split(","):
-                images = run.gif_images if run.gif_images is not None else _gif_image_count(run.data, label)
-                declared_frames = max(declared_frames, images)
+            if run.gif_images is not None:  # FFmpeg's GIF demuxer needs the signature decode_video checked
+                declared_frames = max(declared_frames, run.gif_images)
             if declared_frames > limits.max_frames:
                 raise TooManyFrames(f"{label}: video has {declared_frames} frames, over the limit "
                                     f"max_frames={limits.max_frames}")
